@@ -13,13 +13,15 @@ The first 23 symbols carry a 115-bit *value*; the last 2 are *check symbols*.
 
 Derivation (``derive_code``)
     value = first 15 bytes of
-    SHA-256(b"evledger/deposit-code/1\\x00" + utf8(chain_id) + b"\\x00" + signature)
+    SHA-256(b"evledger/deposit-code/1\\x00" + utf8(chain_id) + b"\\x00" + signature
+            + uint32_be(index))
     read big-endian and shifted right by 5 (120 -> 115 bits).  ``signature`` is the
-    depositor's 64-byte Ed25519 signature over the deposit.  Ed25519 is deterministic,
+    depositor's 64-byte Ed25519 signature over the deposit batch and ``index`` the
+    item's position in that batch (0 for a single deposit).  Ed25519 is deterministic,
     so the depositor knows the code before commit, a resubmission yields the same
     code, and nobody without the depositor's key can predict it (115 bits).  The
-    encoding of the hash input is injective: the signature has a fixed length, so the
-    total length fixes where ``chain_id`` ends; different chains give unrelated codes.
+    encoding of the hash input is injective: the signature and index have fixed lengths, so
+    the total length fixes where ``chain_id`` ends; different chains give unrelated codes.
 
 Checksum
     Read all 25 symbols (data then check, most significant first) as one base32
@@ -193,8 +195,12 @@ class DepositCode:
         return _from_symbols(compact)
 
 
-def derive_code(chain_id: str, signature: bytes) -> DepositCode:
-    """Derive the deposit code of a deposit from its chain id and Ed25519 signature."""
+def derive_code(chain_id: str, signature: bytes, index: int = 0) -> DepositCode:
+    """Derive the code of item ``index`` of a deposit from its chain id and Ed25519 signature."""
+    if type(index) is not int:
+        raise TypeError(f"index must be int, not {type(index).__name__}")
+    if not 0 <= index < 2**32:
+        raise ValueError("index must be in [0, 2**32)")
     if not isinstance(chain_id, str):
         raise TypeError(f"chain_id must be str, not {type(chain_id).__name__}")
     if not isinstance(signature, (bytes, bytearray)):
@@ -207,7 +213,9 @@ def derive_code(chain_id: str, signature: bytes) -> DepositCode:
         chain_bytes = chain_id.encode("utf-8")
     except UnicodeEncodeError:
         raise ValueError("chain_id is not encodable as UTF-8 (lone surrogate?)") from None
-    digest = hashlib.sha256(DERIVATION_DOMAIN + chain_bytes + b"\x00" + bytes(signature)).digest()
+    digest = hashlib.sha256(
+        DERIVATION_DOMAIN + chain_bytes + b"\x00" + bytes(signature) + index.to_bytes(4, "big")
+    ).digest()
     return DepositCode(int.from_bytes(digest[:15], "big") >> (120 - DATA_BITS))
 
 

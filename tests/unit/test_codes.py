@@ -24,7 +24,7 @@ from ledger.errors import CodeError, InputError
 SIG = bytes(range(64))
 CHAIN = "evledger-test"
 # Pinned vector (regression guard, and a fixture for the future JS mirror).
-VECTOR_PRINTED = "EV-WEP32-HB4ZR-JJEAS-2H5DB-B0EYM"
+VECTOR_PRINTED = "EV-WNBP2-FZTMH-2N1TE-T79FT-Q1XWA"
 FULLWIDTH_OFFSET = 0xFEE0
 
 
@@ -36,9 +36,11 @@ def as_number(compact: str) -> int:
     return x
 
 
-def spec_value(chain_id: str, signature: bytes) -> int:
+def spec_value(chain_id: str, signature: bytes, index: int = 0) -> int:
     """Independent re-implementation of the derivation in the brief."""
-    h = hashlib.sha256(b"evledger/deposit-code/1\x00" + chain_id.encode() + b"\x00" + signature)
+    h = hashlib.sha256(
+        b"evledger/deposit-code/1\x00" + chain_id.encode() + b"\x00" + signature + index.to_bytes(4, "big")
+    )
     return int.from_bytes(h.digest()[:15], "big") >> 5
 
 
@@ -70,6 +72,18 @@ def test_pinned_vector():
     code = derive_code(CHAIN, SIG)
     assert str(code) == VECTOR_PRINTED
     assert code.value == spec_value(CHAIN, SIG)
+
+
+def test_item_index_gives_distinct_codes():
+    codes = {derive_code(CHAIN, SIG, i) for i in range(100)}
+    assert len(codes) == 100
+    assert derive_code(CHAIN, SIG, 7).value == spec_value(CHAIN, SIG, 7)
+    with pytest.raises(ValueError):
+        derive_code(CHAIN, SIG, -1)
+    with pytest.raises(ValueError):
+        derive_code(CHAIN, SIG, 2**32)
+    with pytest.raises(TypeError):
+        derive_code(CHAIN, SIG, True)
 
 
 def test_derivation_matches_independent_spec_implementation():

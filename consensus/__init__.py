@@ -1,0 +1,1 @@
+"""Sans-I/O PBFT consensus (see docs/consensus.md)."""
