@@ -510,16 +510,3 @@ def test_plans_are_pure_and_batchable(store):
     assert merkle.plan_inclusion(0, 7) == (((0, 1),), ((1, 1),), ((1, 2), (0, 6)))
     assert merkle.plan_root(7) == ((2, 0), (1, 2), (0, 6))
     assert merkle.plan_root(0) == ()
-
-
-@pytest.mark.bench
-def test_bench_root_100k_leaves():
-    import time
-
-    hashes = [sha256(b"\x00" + i.to_bytes(4, "big")) for i in range(100_000)]
-    best = float("inf")
-    for _ in range(5):
-        start = time.perf_counter()
-        merkle.root(hashes)
-        best = min(best, time.perf_counter() - start)
-    assert best < 0.100, f"root() over 100k leaves took {best * 1000:.0f} ms"
