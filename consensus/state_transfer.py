@@ -1,0 +1,135 @@
+"""State transfer and observers: catching up from certified blocks (TOCS'02 §5.3.2).
+
+A replica that learns it is behind — a stable checkpoint proof beyond its head,
+a NEW-VIEW whose ``min_s`` it has not reached, commits from f+1 peers for blocks
+it cannot deliver — asks the node to ``Fetch`` committed blocks from a peer that
+should have them.  Results come back as ``FetchResult`` events.  Nothing in a
+result is trusted because of who sent it: every block must extend the replica's
+head (height and ``prev_hash``), carry a certificate for exactly its header that
+verifies with ``quorum`` signatures of the validator set, and pass the
+application's validation; the first block that fails stops processing the result
+and the peer is reported with ``Suspect``.  A peer that answers nothing useful or
+times out is replaced by the next one (round robin), so one silent or lying peer
+cannot stall the transfer (concord-bft #269, sawtooth-pbft #166).
+
+Observers (non-voting members) run only this module: they poll validators in
+turn for blocks after their head.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from ledger.block import ZERO_HASH
+from ledger.errors import SignatureError
+
+from . import io
+from .errors import AppRejected
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .replica import Replica
+
+
+@dataclass(slots=True)
+class TransferState:
+    target: int = 0
+    peers: list[str] = field(default_factory=list)
+    turn: int = 0
+    outstanding: tuple[str, int] | None = None  # (peer, deadline)
+    next_poll: int = 0
+
+
+def request_transfer(r: "Replica", target: int, peers: list[str]) -> None:
+    st = r.xfer
+    if target <= r.last_delivered:
+        return
+    st.target = max(st.target, target)
+    for p in peers:
+        if p not in st.peers and p != r.name:
+            st.peers.append(p)
+    issue(r, r.now)
+
+
+def _peer(r: "Replica") -> str | None:
+    st = r.xfer
+    pool = st.peers or [n for n in r.names if n != r.name]
+    if not pool:
+        return None
+    return pool[st.turn % len(pool)]
+
+
+def issue(r: "Replica", now: int) -> None:
+    st = r.xfer
+    if st.outstanding is not None:
+        return
+    if r.validator and r.last_delivered >= st.target:
+        st.peers, st.turn = [], 0
+        return
+    peer = _peer(r)
+    if peer is None:
+        return
+    start = r.last_delivered + 1
+    end = start + r.params.fetch_max_blocks - 1
+    if r.validator:
+        end = min(end, st.target)
+    st.outstanding = (peer, now + r.params.fetch_timeout_ms)
+    r.emit(io.Fetch(peer, start, end))
+
+
+def deadline(r: "Replica") -> int | None:
+    st = r.xfer
+    if st.outstanding is not None:
+        return st.outstanding[1]
+    if not r.validator:
+        return st.next_poll
+    return None
+
+
+def on_timer(r: "Replica", now: int) -> None:
+    st = r.xfer
+    if st.outstanding is not None and now >= st.outstanding[1]:
+        st.outstanding = None
+        st.turn += 1
+        issue(r, now)
+    elif st.outstanding is None and not r.validator and now >= st.next_poll:
+        issue(r, now)
+
+
+def on_fetch_result(r: "Replica", ev: io.FetchResult, now: int) -> None:
+    st = r.xfer
+    if st.outstanding is not None and st.outstanding[0] == ev.peer:
+        st.outstanding = None
+    before = r.last_delivered
+    for block, cert in ev.blocks:
+        h = block.header
+        if h.height <= r.last_delivered:
+            continue
+        if h.height != r.last_delivered + 1 or not _apply(r, ev.peer, block, cert):
+            break
+    if r.last_delivered == before:
+        st.turn += 1
+        if not r.validator:
+            st.next_poll = now + r.params.observer_poll_ms
+    r.after_transfer(now)
+    issue(r, now)
+
+
+def _apply(r: "Replica", peer: str, block, cert) -> bool:
+    h = block.header
+    head = r.tip.header
+    if h.prev_hash != (head.hash() if head is not None else ZERO_HASH):
+        r.suspect(peer, "transfer_broken_chain")
+        return False
+    try:
+        r.auth.verify_certificate(h, cert)
+    except (SignatureError, ValueError) as exc:
+        r.suspect(peer, "transfer_bad_certificate: %s" % getattr(exc, "reason", "invalid"))
+        return False
+    try:
+        tip = r.app.validate(r.tip, block)
+    except AppRejected as exc:
+        r.suspect(peer, "transfer_invalid_block: %s" % exc.reason)
+        return False
+    r.deliver(block, cert, tip)
+    return True
