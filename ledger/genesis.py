@@ -1,0 +1,765 @@
+"""Genesis: the public consortium file every node and every offline verifier starts from.
+
+Theory of operation
+-------------------
+A consortium is fixed by one JSON document, ``genesis.json``, distributed to every
+member.  It names the chain, its members (name, institution, roles, Ed25519 public
+key, node addresses), the consensus parameters, the evidence categories and the
+entry limits.  Everything that decides whether an entry is valid
+(``ledger.state``) or whether a block certificate is genuine (``ledger.block``) is
+derived from it, so parsing is deliberately strict: an unknown key anywhere, a wrong
+type, a value out of range, a duplicate or a missing required field is refused with
+a :class:`~ledger.errors.GenesisError` whose ``field`` is the JSON path of the
+offending value (``members[2].roles[0]``) and whose message lists the valid choices.
+A typo must stop a node at start-up, never silently fall back to a default.
+
+Document (``"format": "evledger-genesis/1"``)::
+
+    {"format", "chain_id", "display_name", "created_at", "members": [...],
+     "consensus": {...}, "categories": [...], "limits": {...}}
+
+* ``chain_id``: lowercase ``[a-z0-9-]``, 1-64 characters (signing domain of every
+  signature on the chain).  ``display_name``: any text, 1-128 characters.
+* ``created_at``: RFC 3339 UTC, ``YYYY-MM-DDTHH:MM:SS[.f{1,3}]Z``; kept as
+  milliseconds since the Unix epoch.
+* ``members[]``: ``name`` (``[a-z0-9-]``, unique), ``display_name`` (text <= 128,
+  e.g. the institution's Chinese name), ``institution`` (``[a-z0-9-]`` id of the
+  institution that holds the key; several members may share one), ``roles``
+  (non-empty, unique, from ``ledger.model.ROLES``), ``public_key`` (64 lowercase
+  hex, unique), ``node`` (``{"peer": "host:port", "api": "http[s]://host[:port]"}``
+  or ``null``).
+  *Node keys are node keys only*: a ``validator`` or ``observer`` holds exactly that
+  one role and has a ``node``; every other member has ``"node": null``.  A server
+  key therefore can never deposit, report credit events or read case files; an
+  institution that both runs a node and acts as a client has two members.
+  At least one validator; at most 256 (``ledger.block.MAX_VALIDATORS``).
+* ``consensus``: :data:`CONSENSUS_PARAMS`; ``limits``: :data:`LIMIT_PARAMS`.  Both
+  objects are required, every key in them is optional (documented default) and
+  integral; cross rules: ``watermark_window >= 2 * checkpoint_interval`` (the
+  ordering window must hold the next checkpoint interval while the previous
+  checkpoint becomes stable, or ordering stalls at every checkpoint), and
+  ``client_time_window_ms >= max_clock_skew_ms`` (an honest client whose clock is
+  within the trusted bound must never be refused as stale).
+* ``categories[]``: ``{"id", "display_name", "display_name_en"}``; ids are
+  ``[a-z0-9-]`` and unique, order is kept (display order), and every id of
+  :data:`REQUIRED_CATEGORY_IDS` must be present (``general`` is the default every
+  client may rely on, see CONTRACT section 4).
+
+Text fields refuse control characters, bidirectional overrides (they can make a
+display name read differently from its bytes) and lone surrogates.  The file is
+at most :data:`MAX_GENESIS_BYTES`, UTF-8, with no duplicate object keys and no
+NaN/Infinity.
+
+Fingerprint
+-----------
+``fingerprint() = hex(SHA-256(ledger.codec.encode(wire)))`` where ``wire`` is::
+
+    ["evledger-genesis", 1, chain_id, display_name, created_at_ms,
+     [[name, display_name, institution, [role, ...], public_key, node], ...],
+     {consensus parameter name: int, ...},          # every parameter, defaults filled
+     [[id, display_name, display_name_en], ...],
+     {limit name: int, ...}]                        # every limit, defaults filled
+
+``roles`` are sorted (UTF-8 byte order), ``public_key`` is msgpack *bin* (32 bytes),
+``node`` is ``nil`` or ``[peer, api]``, members and categories keep document order,
+maps are encoded with sorted keys as ``ledger.codec`` always does.  Two documents
+that parse to the same :class:`Genesis` (e.g. ``...:00Z`` vs ``...:00.000Z``, keys in
+another order, defaults omitted vs written) have the same fingerprint.
+
+The keys in ``config/genesis.example.json`` are examples generated once for the
+documentation; their secret keys were discarded.  Never run a real consortium on them.
+"""
+
+from __future__ import annotations
+
+import calendar
+import hashlib
+import ipaddress
+import json
+import os
+import re
+import stat
+from dataclasses import dataclass, field, fields
+from datetime import datetime, timezone
+from typing import Any, Iterable, Mapping
+
+from .block import MAX_VALIDATORS, ValidatorSet
+from .codec import encode
+from .crypto import NAME_RE, PublicKey
+from .errors import GenesisError
+from .model import MAX_BATCH_ITEMS, ROLES
+from .wire import MAX_CODES, MAX_META_KEYS
+
+__all__ = [
+    "CONSENSUS_PARAMS",
+    "DEFAULT_CATEGORIES",
+    "FORMAT",
+    "LIMIT_PARAMS",
+    "MAX_GENESIS_BYTES",
+    "NODE_ROLES",
+    "REQUIRED_CATEGORY_IDS",
+    "Category",
+    "ConsensusParams",
+    "EntryLimits",
+    "Genesis",
+    "Member",
+    "Node",
+    "Param",
+    "build_genesis",
+    "load_genesis",
+    "parse_genesis",
+    "parse_genesis_bytes",
+]
+
+FORMAT = "evledger-genesis/1"
+WIRE_TAG = "evledger-genesis"
+WIRE_VERSION = 1
+MAX_GENESIS_BYTES = 1024 * 1024
+MAX_MEMBERS = 1024
+MAX_CATEGORIES = 256
+MAX_DISPLAY = 128
+MAX_ADDRESS = 255
+NODE_ROLES = frozenset({"validator", "observer"})
+
+_MiB = 1024 * 1024
+_DAY_MS = 86_400_000
+
+
+@dataclass(frozen=True, slots=True)
+class Param:
+    """One integral parameter: name, default and inclusive range, with its meaning."""
+
+    name: str
+    default: int
+    lo: int
+    hi: int
+    doc: str
+
+
+CONSENSUS_PARAMS: tuple[Param, ...] = (
+    Param("batch_max_entries", 2000, 1, 100_000, "a block is cut once it holds this many entries"),
+    Param("batch_max_bytes", _MiB, 1024, 3 * _MiB,
+          "a block is cut once its entries reach this many encoded bytes (below the 4 MiB decode bound)"),
+    Param("batch_delay_ms", 10, 0, 10_000, "longest wait for more entries before a non-full block is cut"),
+    Param("checkpoint_interval", 64, 1, 100_000, "a checkpoint is taken every this many blocks"),
+    Param("watermark_window", 128, 2, 1_000_000,
+          "blocks that may be in flight above the stable checkpoint; >= 2 * checkpoint_interval"),
+    Param("view_change_timeout_ms", 2000, 100, 600_000,
+          "a replica suspects the primary when a known request is not ordered within this time"),
+    Param("max_clock_skew_ms", 30_000, 0, 3_600_000,
+          "trusted-time bound: a block timestamp may differ from a validator's clock by at most this"),
+)
+
+LIMIT_PARAMS: tuple[Param, ...] = (
+    Param("max_items_per_deposit", 1000, 1, MAX_BATCH_ITEMS, "items in one signed deposit batch"),
+    Param("max_meta_keys", 16, 0, MAX_META_KEYS, "keys in one public or private metadata map"),
+    Param("client_time_window_ms", _DAY_MS, 1000, 7 * _DAY_MS,
+          "how far an entry's client time may be from its block's timestamp, either way"),
+    Param("max_case_len", 128, 1, 128, "characters of a case number"),
+    Param("max_codes_per_event", 1000, 1, MAX_CODES, "deposit codes one case, credit or access entry may cite"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Category:
+    """An evidence category that deposit items may name."""
+
+    id: str
+    display_name: str
+    display_name_en: str
+
+    def to_doc(self) -> dict:
+        return {"id": self.id, "display_name": self.display_name, "display_name_en": self.display_name_en}
+
+
+DEFAULT_CATEGORIES: tuple[Category, ...] = (
+    Category("general", "通用存证", "General evidence"),
+    Category("copyright", "版权作品", "Copyright work"),
+    Category("ecommerce-order", "电商订单", "E-commerce order"),
+    Category("e-contract", "电子合同", "Electronic contract"),
+    Category("web-capture", "网页取证", "Web page capture"),
+    Category("chat-record", "聊天记录", "Chat record"),
+    Category("email", "电子邮件", "Email"),
+    Category("audio-video", "音视频", "Audio and video recording"),
+    Category("service-receipt", "电子送达回执", "Service of process receipt"),
+    Category("credit-event", "司法信用事件", "Judicial credit event"),
+    Category("mediation-agreement", "调解协议", "Mediation agreement"),
+)
+REQUIRED_CATEGORY_IDS: tuple[str, ...] = tuple(c.id for c in DEFAULT_CATEGORIES)
+
+
+@dataclass(frozen=True, slots=True)
+class ConsensusParams:
+    """Consensus parameters (see :data:`CONSENSUS_PARAMS` for meaning and ranges)."""
+
+    batch_max_entries: int = 2000
+    batch_max_bytes: int = _MiB
+    batch_delay_ms: int = 10
+    checkpoint_interval: int = 64
+    watermark_window: int = 128
+    view_change_timeout_ms: int = 2000
+    max_clock_skew_ms: int = 30_000
+
+    def to_doc(self) -> dict:
+        return {p.name: getattr(self, p.name) for p in CONSENSUS_PARAMS}
+
+
+@dataclass(frozen=True, slots=True)
+class EntryLimits:
+    """Limits on entries (see :data:`LIMIT_PARAMS` for meaning and ranges)."""
+
+    max_items_per_deposit: int = 1000
+    max_meta_keys: int = 16
+    client_time_window_ms: int = _DAY_MS
+    max_case_len: int = 128
+    max_codes_per_event: int = 1000
+
+    def to_doc(self) -> dict:
+        return {p.name: getattr(self, p.name) for p in LIMIT_PARAMS}
+
+
+def _check_tables() -> None:
+    """Import-time guard: the dataclass defaults are the documented table's."""
+    for cls, table in ((ConsensusParams, CONSENSUS_PARAMS), (EntryLimits, LIMIT_PARAMS)):
+        got = tuple((f.name, f.default) for f in fields(cls))
+        want = tuple((p.name, p.default) for p in table)
+        if got != want or any(not p.lo <= p.default <= p.hi for p in table):
+            raise AssertionError("%s disagrees with its parameter table" % cls.__name__)
+
+
+_check_tables()
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    """Where a validator or observer listens: peer (consensus) and API (HTTP) addresses."""
+
+    peer: str
+    api: str
+
+    def to_doc(self) -> dict:
+        return {"peer": self.peer, "api": self.api}
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """One key of the consortium and what it may do."""
+
+    name: str
+    display_name: str
+    institution: str
+    roles: tuple[str, ...]
+    public_key: PublicKey
+    node: Node | None = None
+
+    @classmethod
+    def make(cls, name: str, roles: Iterable[str], public_key: PublicKey | str, *, display_name: str | None = None,
+             institution: str | None = None, node: Node | None = None) -> "Member":
+        """Convenience constructor (validation happens when a genesis is built from it)."""
+        key = public_key if isinstance(public_key, PublicKey) else PublicKey.from_hex(public_key)
+        return cls(name, display_name or name, institution or name, tuple(sorted(roles)), key, node)
+
+    def has_role(self, role: str) -> bool:
+        return role in self.roles
+
+    def to_doc(self) -> dict:
+        return {
+            "name": self.name,
+            "display_name": self.display_name,
+            "institution": self.institution,
+            "roles": list(self.roles),
+            "public_key": self.public_key.hex,
+            "node": None if self.node is None else self.node.to_doc(),
+        }
+
+    def wire(self) -> list:
+        node = None if self.node is None else [self.node.peer, self.node.api]
+        return [self.name, self.display_name, self.institution, list(self.roles), self.public_key.raw, node]
+
+
+@dataclass(frozen=True, slots=True)
+class Genesis:
+    """A parsed, validated consortium file.  Build with :func:`parse_genesis`."""
+
+    chain_id: str
+    display_name: str
+    created_at: int  # ms since the Unix epoch, UTC
+    members: tuple[Member, ...]
+    consensus: ConsensusParams
+    categories: tuple[Category, ...]
+    limits: EntryLimits
+    _by_name: Mapping[str, Member] = field(init=False, repr=False, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_by_name", {m.name: m for m in self.members})
+
+    def member(self, name: str) -> Member | None:
+        """The member called ``name``, or ``None`` if there is none."""
+        return self._by_name.get(name)
+
+    def members_with_role(self, role: str) -> tuple[Member, ...]:
+        """Members holding ``role``, in document order; an unknown role is misuse (``ValueError``)."""
+        if role not in ROLES:
+            raise ValueError("unknown role %r (valid: %s)" % (role, ", ".join(sorted(ROLES))))
+        return tuple(m for m in self.members if role in m.roles)
+
+    @property
+    def category_ids(self) -> tuple[str, ...]:
+        return tuple(c.id for c in self.categories)
+
+    @property
+    def created_at_text(self) -> str:
+        return format_time(self.created_at)
+
+    def validator_set(self) -> ValidatorSet:
+        return ValidatorSet(tuple((m.name, m.public_key) for m in self.members_with_role("validator")))
+
+    def wire(self) -> list:
+        """The canonical array hashed by :meth:`fingerprint` (layout in the module docstring)."""
+        return [
+            WIRE_TAG,
+            WIRE_VERSION,
+            self.chain_id,
+            self.display_name,
+            self.created_at,
+            [m.wire() for m in self.members],
+            self.consensus.to_doc(),
+            [[c.id, c.display_name, c.display_name_en] for c in self.categories],
+            self.limits.to_doc(),
+        ]
+
+    def hash(self) -> bytes:
+        return hashlib.sha256(encode(self.wire())).digest()
+
+    def fingerprint(self) -> str:
+        """SHA-256 hex of the canonical encoding: the id every node compares at handshake."""
+        return self.hash().hex()
+
+    def to_doc(self) -> dict:
+        return {
+            "format": FORMAT,
+            "chain_id": self.chain_id,
+            "display_name": self.display_name,
+            "created_at": self.created_at_text,
+            "members": [m.to_doc() for m in self.members],
+            "consensus": self.consensus.to_doc(),
+            "categories": [c.to_doc() for c in self.categories],
+            "limits": self.limits.to_doc(),
+        }
+
+    def to_json(self) -> str:
+        """Pretty JSON (UTF-8 text, non-ASCII kept) that :func:`parse_genesis_bytes` reads back equal."""
+        return json.dumps(self.to_doc(), indent=2, ensure_ascii=False) + "\n"
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _err(where: str, message: str, reason: str | None = None) -> GenesisError:
+    return GenesisError("%s: %s" % (where, message), field=where, reason=reason)
+
+
+_PLAIN_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+
+
+def _join(where: str, key: str) -> str:
+    """JSON path of ``key`` inside ``where`` (``$`` is the document): ``a.b``, or ``a["odd key"]``."""
+    if _PLAIN_KEY_RE.fullmatch(key):
+        return key if where == "$" else "%s.%s" % (where, key)
+    quoted = "[%s]" % json.dumps(_short(key))
+    return quoted if where == "$" else where + quoted
+
+
+def _jtype(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number %r" % value
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, (list, tuple)):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= 40 else text[:40] + "..."
+
+
+def _object(value: Any, where: str, required: tuple[str, ...], optional: tuple[str, ...] = ()) -> dict:
+    """Check ``value`` is an object with exactly the allowed keys; every key must be a str."""
+    if not isinstance(value, dict):
+        raise _err(where, "expected an object, got %s" % _jtype(value))
+    allowed = required + optional
+    for key in value:
+        if not isinstance(key, str):
+            raise _err(where, "object keys must be strings")
+        if key not in allowed:
+            raise _err(_join(where, key), "unknown key %r (valid: %s)" % (_short(key), ", ".join(sorted(allowed))),
+                       reason="unknown_key")
+    for key in required:
+        if key not in value:
+            raise _err(_join(where, key), "missing required key %r" % key, reason="missing_key")
+    return value
+
+
+def _list(value: Any, where: str, max_len: int, min_len: int = 0) -> list:
+    if not isinstance(value, list):
+        raise _err(where, "expected an array, got %s" % _jtype(value))
+    if len(value) > max_len:
+        raise _err(where, "%d elements exceed the limit of %d" % (len(value), max_len))
+    if len(value) < min_len:
+        raise _err(where, "needs at least %d element%s" % (min_len, "" if min_len == 1 else "s"))
+    return value
+
+
+def _int(value: Any, where: str, lo: int, hi: int) -> int:
+    if type(value) is not int:
+        raise _err(where, "expected an integer, got %s" % _jtype(value))
+    if not lo <= value <= hi:
+        raise _err(where, "%d is outside the allowed range [%d, %d]" % (value, lo, hi))
+    return value
+
+
+# Control characters, and bidirectional embedding/override/isolate marks.
+_BAD_TEXT_RE = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\u2028\u2029]")
+
+
+def _text(value: Any, where: str, max_len: int = MAX_DISPLAY) -> str:
+    if not isinstance(value, str):
+        raise _err(where, "expected a string, got %s" % _jtype(value))
+    if not value.strip():
+        raise _err(where, "must not be empty")
+    if len(value) > max_len:
+        raise _err(where, "%d characters exceed the limit of %d" % (len(value), max_len))
+    bad = _BAD_TEXT_RE.search(value)
+    if bad:
+        raise _err(where, "control or bidirectional-override character U+%04X at position %d"
+                   % (ord(bad.group()), bad.start() + 1))
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise _err(where, "contains a lone surrogate (not valid Unicode text)") from None
+    return value
+
+
+def _name(value: Any, where: str) -> str:
+    if not isinstance(value, str):
+        raise _err(where, "expected a string, got %s" % _jtype(value))
+    if not NAME_RE.fullmatch(value):
+        raise _err(where, "%r is not a valid name: lowercase letters, digits and hyphens, 1-64 characters, "
+                   "not starting or ending with a hyphen" % _short(value))
+    return value
+
+
+# --------------------------------------------------------------------------- time
+
+_TIME_RE = re.compile(r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,3}))?Z")
+
+
+def parse_time(value: Any, where: str = "created_at") -> int:
+    """RFC 3339 UTC text (``YYYY-MM-DDTHH:MM:SS[.fff]Z``) to ms since the epoch."""
+    if not isinstance(value, str):
+        raise _err(where, "expected an RFC 3339 UTC time string, got %s" % _jtype(value))
+    m = _TIME_RE.fullmatch(value)
+    if not m:
+        raise _err(where, "%r is not an RFC 3339 UTC time like 2025-01-31T08:00:00Z "
+                   "(UTC 'Z' suffix, at most millisecond precision)" % _short(value))
+    year, month, day, hour, minute, second = (int(g) for g in m.groups()[:6])
+    try:
+        moment = datetime(year, month, day, hour, minute, second, tzinfo=timezone.utc)
+    except ValueError as exc:
+        raise _err(where, "%r is not a valid date and time: %s" % (value, exc)) from None
+    if year < 1970:
+        raise _err(where, "times before 1970 are not allowed")
+    ms = int((m.group(7) or "0").ljust(3, "0"))
+    return calendar.timegm(moment.timetuple()) * 1000 + ms
+
+
+_MAX_TIME_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+
+
+def format_time(ms: int) -> str:
+    """Ms since the epoch to RFC 3339 UTC (milliseconds shown only when not zero)."""
+    seconds, millis = divmod(ms, 1000)
+    text = datetime.fromtimestamp(seconds, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    return text + (".%03dZ" % millis if millis else "Z")
+
+
+# --------------------------------------------------------------------------- addresses
+
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOST = r"(?P<host>%s(?:\.%s)*|\[[0-9A-Fa-f:.]+\])" % (_LABEL, _LABEL)
+_PEER_RE = re.compile(_HOST + r":(?P<port>[0-9]{1,5})")
+_API_RE = re.compile(r"(?P<scheme>https?)://" + _HOST + r"(?::(?P<port>[0-9]{1,5}))?")
+
+
+def _address(value: Any, where: str, pattern: re.Pattern, example: str) -> str:
+    if not isinstance(value, str):
+        raise _err(where, "expected a string, got %s" % _jtype(value))
+    m = pattern.fullmatch(value) if len(value) <= MAX_ADDRESS else None
+    if not m:
+        raise _err(where, "%r is not of the form %s" % (_short(value), example))
+    host, port = m.group("host"), m.group("port")
+    if host.startswith("["):
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            raise _err(where, "%r is not a valid IPv6 address" % host) from None
+    if port is not None and (port.startswith("0") or not 1 <= int(port) <= 65535):
+        raise _err(where, "port %s is not in 1-65535 (without leading zeros)" % port)
+    return value
+
+
+def _node(value: Any, where: str) -> Node | None:
+    if value is None:
+        return None
+    doc = _object(value, where, ("peer", "api"))
+    return Node(
+        peer=_address(doc["peer"], _join(where, "peer"), _PEER_RE, "host:port (e.g. 127.0.0.1:7301)"),
+        api=_address(doc["api"], _join(where, "api"), _API_RE, "http://host:port (e.g. http://127.0.0.1:7401)"),
+    )
+
+
+# --------------------------------------------------------------------------- sections
+
+_MEMBER_KEYS = ("name", "display_name", "institution", "roles", "public_key", "node")
+
+
+def _roles(value: Any, where: str) -> tuple[str, ...]:
+    items = _list(value, where, len(ROLES), 1)
+    seen: set[str] = set()
+    for i, role in enumerate(items):
+        at = "%s[%d]" % (where, i)
+        if not isinstance(role, str):
+            raise _err(at, "expected a role name string, got %s" % _jtype(role))
+        if role not in ROLES:
+            raise _err(at, "unknown role %r (valid: %s)" % (_short(role), ", ".join(sorted(ROLES))),
+                       reason="unknown_role")
+        if role in seen:
+            raise _err(at, "role %r is listed twice" % role)
+        seen.add(role)
+    node_roles = seen & NODE_ROLES
+    if node_roles and len(seen) > 1:
+        raise _err(where, "a %s key is a node key and holds no other role; give the institution a separate "
+                   "client member for %s" % (min(node_roles), ", ".join(sorted(seen - node_roles))))
+    return tuple(sorted(seen))
+
+
+def _member(value: Any, where: str) -> Member:
+    doc = _object(value, where, _MEMBER_KEYS)
+    name = _name(doc["name"], _join(where, "name"))
+    display_name = _text(doc["display_name"], _join(where, "display_name"))
+    institution = _name(doc["institution"], _join(where, "institution"))
+    roles = _roles(doc["roles"], _join(where, "roles"))
+    key_text = doc["public_key"]
+    try:
+        key = PublicKey.from_hex(key_text)
+    except ValueError:
+        raise _err(_join(where, "public_key"), "expected 64 lowercase hex characters (an Ed25519 public key), got %s"
+                   % (repr(_short(key_text)) if isinstance(key_text, str) else _jtype(key_text))) from None
+    node = _node(doc["node"], _join(where, "node"))
+    runs_node = bool(NODE_ROLES & set(roles))
+    if runs_node and node is None:
+        raise _err(_join(where, "node"), "a %s must give its node addresses {\"peer\", \"api\"}" % roles[0])
+    if not runs_node and node is not None:
+        raise _err(_join(where, "node"), "only validators and observers run nodes; must be null for roles %s"
+                   % ", ".join(roles))
+    return Member(name, display_name, institution, roles, key, node)
+
+
+def _members(value: Any, where: str) -> tuple[Member, ...]:
+    items = _list(value, where, MAX_MEMBERS, 1)
+    members = []
+    names: dict[str, int] = {}
+    keys: dict[bytes, int] = {}
+    addresses: dict[str, int] = {}
+    for i, item in enumerate(items):
+        at = "%s[%d]" % (where, i)
+        member = _member(item, at)
+        if member.name in names:
+            raise _err(_join(at, "name"), "name %r is already used by members[%d]" % (member.name, names[member.name]),
+                       reason="duplicate")
+        names[member.name] = i
+        if member.public_key.raw in keys:
+            raise _err(_join(at, "public_key"), "key already belongs to members[%d]" % keys[member.public_key.raw],
+                       reason="duplicate")
+        keys[member.public_key.raw] = i
+        if member.node is not None:
+            for part, addr in (("peer", member.node.peer), ("api", member.node.api)):
+                if addr.lower() in addresses:
+                    raise _err("%s.node.%s" % (at, part), "address %r is already used by members[%d]"
+                               % (addr, addresses[addr.lower()]), reason="duplicate")
+                addresses[addr.lower()] = i
+        members.append(member)
+    validators = sum(1 for m in members if "validator" in m.roles)
+    if validators == 0:
+        raise _err(where, "at least one member must have the role 'validator'")
+    if validators > MAX_VALIDATORS:
+        raise _err(where, "%d validators exceed the limit of %d" % (validators, MAX_VALIDATORS))
+    return tuple(members)
+
+
+def _params(value: Any, where: str, table: tuple[Param, ...]) -> dict[str, int]:
+    doc = _object(value, where, (), tuple(p.name for p in table))
+    return {p.name: _int(doc.get(p.name, p.default), _join(where, p.name), p.lo, p.hi) for p in table}
+
+
+def _consensus(value: Any, where: str) -> ConsensusParams:
+    params = ConsensusParams(**_params(value, where, CONSENSUS_PARAMS))
+    if params.watermark_window < 2 * params.checkpoint_interval:
+        raise _err(_join(where, "watermark_window"), "%d is less than 2 * checkpoint_interval (%d)"
+                   % (params.watermark_window, 2 * params.checkpoint_interval))
+    return params
+
+
+def _limits(value: Any, where: str, consensus: ConsensusParams) -> EntryLimits:
+    limits = EntryLimits(**_params(value, where, LIMIT_PARAMS))
+    if limits.client_time_window_ms < consensus.max_clock_skew_ms:
+        raise _err(_join(where, "client_time_window_ms"), "%d is less than consensus.max_clock_skew_ms (%d)"
+                   % (limits.client_time_window_ms, consensus.max_clock_skew_ms))
+    return limits
+
+
+def _categories(value: Any, where: str) -> tuple[Category, ...]:
+    items = _list(value, where, MAX_CATEGORIES, 1)
+    out = []
+    seen: dict[str, int] = {}
+    for i, item in enumerate(items):
+        at = "%s[%d]" % (where, i)
+        doc = _object(item, at, ("id", "display_name", "display_name_en"))
+        cid = _name(doc["id"], _join(at, "id"))
+        if cid in seen:
+            raise _err(_join(at, "id"), "category %r is already defined at %s[%d]" % (cid, where, seen[cid]),
+                       reason="duplicate")
+        seen[cid] = i
+        out.append(Category(cid, _text(doc["display_name"], _join(at, "display_name")),
+                            _text(doc["display_name_en"], _join(at, "display_name_en"))))
+    missing = [cid for cid in REQUIRED_CATEGORY_IDS if cid not in seen]
+    if missing:
+        raise _err(where, "missing required categor%s %s (every genesis defines: %s)"
+                   % ("y" if len(missing) == 1 else "ies", ", ".join(missing), ", ".join(REQUIRED_CATEGORY_IDS)))
+    return tuple(out)
+
+
+_TOP_KEYS = ("format", "chain_id", "display_name", "created_at", "members", "consensus", "categories", "limits")
+
+
+def parse_genesis(doc: Any) -> Genesis:
+    """Validate a decoded JSON document and build the :class:`Genesis`.
+
+    Raises :class:`GenesisError` (``field`` = JSON path) for every invalid input,
+    never another exception.
+    """
+    doc = _object(doc, "$", _TOP_KEYS)
+    fmt = doc["format"]
+    if fmt != FORMAT:
+        raise _err("format", "unsupported format %r (this software reads %r)"
+                   % (_short(fmt) if isinstance(fmt, str) else _jtype(fmt), FORMAT), reason="unsupported_version")
+    chain_id = _name(doc["chain_id"], "chain_id")
+    display_name = _text(doc["display_name"], "display_name")
+    created_at = parse_time(doc["created_at"], "created_at")
+    members = _members(doc["members"], "members")
+    consensus = _consensus(doc["consensus"], "consensus")
+    categories = _categories(doc["categories"], "categories")
+    limits = _limits(doc["limits"], "limits", consensus)
+    return Genesis(chain_id, display_name, created_at, members, consensus, categories, limits)
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict:
+    out: dict = {}
+    for key, value in pairs:
+        if key in out:
+            raise GenesisError("$: duplicate key %r in a JSON object" % _short(key), field="$", reason="duplicate")
+        out[key] = value
+    return out
+
+
+def _refuse_constant(name: str) -> Any:
+    raise GenesisError("$: %s is not allowed in a genesis file" % name, field="$")
+
+
+def parse_genesis_bytes(data: bytes, source: str = "genesis") -> Genesis:
+    """Parse the bytes of a genesis file (UTF-8 JSON, at most :data:`MAX_GENESIS_BYTES`)."""
+    if len(data) > MAX_GENESIS_BYTES:
+        raise GenesisError("%s: %d bytes exceed the limit of %d bytes" % (source, len(data), MAX_GENESIS_BYTES),
+                           field="$", reason="too_large")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise GenesisError("%s: not UTF-8 text (byte %d)" % (source, exc.start), field="$") from None
+    try:
+        doc = json.loads(text, object_pairs_hook=_no_duplicate_keys, parse_constant=_refuse_constant)
+    except json.JSONDecodeError as exc:
+        raise GenesisError("%s: invalid JSON at line %d, column %d: %s" % (source, exc.lineno, exc.colno, exc.msg),
+                           field="$", reason="invalid_json") from None
+    except RecursionError:
+        raise GenesisError("%s: JSON nested too deeply" % source, field="$", reason="invalid_json") from None
+    return parse_genesis(doc)
+
+
+def load_genesis(path: str | os.PathLike) -> Genesis:
+    """Read and parse a genesis file; the size is bounded before anything is parsed."""
+    try:
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):
+            raise GenesisError("genesis file %s is not a regular file" % path, field="$")
+        if st.st_size > MAX_GENESIS_BYTES:
+            raise GenesisError("genesis file %s is %d bytes, more than the limit of %d"
+                               % (path, st.st_size, MAX_GENESIS_BYTES), field="$", reason="too_large")
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_GENESIS_BYTES + 1)
+    except FileNotFoundError:
+        raise GenesisError("genesis file %s does not exist" % path, field="$", reason="not_found") from None
+    except OSError as exc:
+        raise GenesisError("cannot read genesis file %s: %s" % (path, exc.strerror or exc), field="$") from None
+    return parse_genesis_bytes(data, source=str(path))
+
+
+def _created_at_text(value: Any) -> Any:
+    if type(value) is not int:
+        return value  # text (or garbage) is checked by parse_genesis
+    if not 0 <= value <= _MAX_TIME_MS:
+        raise _err("created_at", "%d ms is outside 1970-01-01 .. 9999-12-31" % value)
+    return format_time(value)
+
+
+def build_genesis(
+    chain_id: str,
+    members: Iterable[Member],
+    *,
+    created_at: int | str,
+    display_name: str | None = None,
+    consensus: Mapping[str, int] | ConsensusParams | None = None,
+    categories: Iterable[Category] = DEFAULT_CATEGORIES,
+    limits: Mapping[str, int] | EntryLimits | None = None,
+) -> Genesis:
+    """Build a genesis from member specs (used by ``evledger cluster init``).
+
+    The document is assembled and then run through :func:`parse_genesis`, so a built
+    genesis obeys exactly the rules of a loaded one; invalid specs raise
+    :class:`GenesisError`.  ``created_at`` is ms since the epoch or RFC 3339 text
+    (the caller reads the clock; this module never does).
+    """
+    def params_doc(value: Any) -> dict:
+        if value is None:
+            return {}
+        return value.to_doc() if hasattr(value, "to_doc") else dict(value)
+
+    doc = {
+        "format": FORMAT,
+        "chain_id": chain_id,
+        "display_name": display_name or chain_id,
+        "created_at": _created_at_text(created_at),
+        "members": [m.to_doc() for m in members],
+        "consensus": params_doc(consensus),
+        "categories": [c.to_doc() for c in categories],
+        "limits": params_doc(limits),
+    }
+    return parse_genesis(doc)
