@@ -55,10 +55,8 @@ def parent_tip(r: "Replica", seq: int) -> Any:
 def maybe_propose(r: "Replica", now: int) -> None:
     """Cut and pre-prepare as many blocks as batching and the window allow."""
     p = r.params
-    while r.is_primary() and not r.in_vc:
+    while r.can_propose():
         seq = r.next_seq()
-        if seq > r.high_watermark() or seq - r.last_delivered > p.max_in_flight:
-            return
         parent = parent_tip(r, seq)
         voted = r.votes.get(("pre_prepare", seq))
         if parent is None or (voted is not None and voted[0] == r.view):
@@ -198,7 +196,7 @@ def check_prepared(r: "Replica", slot: Slot) -> None:
     if len(prepares) < r.q - 1:
         return
     slot.prepared = True
-    r.prepared_certs[slot.seq] = (slot.view, slot.digest, slot.pp_bytes, tuple(prepares[: r.q - 1]))
+    r.prepared_certs[slot.seq] = (slot.view, slot.digest, slot.pp_bytes, tuple(prepares[: r.q - 1]), slot.block)
     try_commit(r, slot.seq)
 
 
@@ -218,7 +216,7 @@ def try_commit(r: "Replica", seq: int) -> None:
         voted = r.votes.get(("commit", seq))
         if voted is not None and voted[0] == slot.view and voted[1] != slot.digest:
             return
-        view, digest, pp, prepares = r.prepared_certs[seq]
+        view, digest, pp, prepares, _ = r.prepared_certs[seq]
         block_sig = r.auth.sign_block(slot.block.header)
         data = seal(Commit(slot.view, seq, slot.digest, block_sig), r.name, r.auth)
         r.persist(("prepared/%d" % seq, encode([view, digest, pp, list(prepares)])), ("commit/%d" % seq, data))

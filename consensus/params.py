@@ -40,6 +40,8 @@ class Params:
     fetch_timeout_ms: int = 1000
     fetch_max_blocks: int = 64
     observer_poll_ms: int = 200
+    # An idle validator asks a peer for newer blocks this often (catch-up when quiet).
+    idle_poll_ms: int = 2000
 
     def __post_init__(self) -> None:
         for f in fields(self):

@@ -97,6 +97,13 @@ class Replica:
     def high_watermark(self) -> int:
         return self.ckpt.stable_seq + self.params.watermark_window
 
+    def can_propose(self) -> bool:
+        if not self.is_primary() or self.in_vc:
+            return False
+        seq = self.next_seq()
+        return (seq <= self.high_watermark() and seq - self.last_delivered <= self.params.max_in_flight
+                and ordering.parent_tip(self, seq) is not None)
+
     def next_seq(self) -> int:
         top = self.last_delivered
         for seq, slot in self.slots.items():
@@ -154,6 +161,7 @@ class Replica:
         self.emit(io.Deliver(block, cert))
         self.last_delivered, self.tip = seq, tip
         self.hashes[seq] = digest
+        self.hashes.pop(seq - self.params.watermark_window - 1, None)
         for rec in block.records:
             self.requests.delivered(rec.entry.leaf_hash())
         self.failed_views = 0
@@ -211,6 +219,7 @@ class Replica:
         elif isinstance(event, io.ClientRequest):
             self._on_request(event, now)
         elif isinstance(event, io.TimerFired):
+            self._timer = None  # the node's timer is consumed by firing
             self._on_timer(now)
         elif isinstance(event, io.FetchResult):
             state_transfer.on_fetch_result(self, event, now)
@@ -236,7 +245,7 @@ class Replica:
                 deadlines.append(self.work_since + view_change.timeout(self))
             if self.in_vc or self.work_since is not None:
                 deadlines.append(self.last_retransmit + self.params.retransmit_ms)
-            if self.is_primary() and not self.in_vc:
+            if self.can_propose():
                 oldest = self.requests.oldest_waiting()
                 if oldest is not None:
                     deadlines.append(oldest + self.params.batch_delay_ms)
@@ -256,14 +265,17 @@ class Replica:
             if self.has_work():
                 if self.work_since is None:
                     self.work_since = now
+                self.xfer.next_poll = 0
             else:
                 self.work_since = None
+                if not self.xfer.next_poll:
+                    self.xfer.next_poll = now + self.params.idle_poll_ms
 
     def _on_started(self, now: int) -> None:
         self.work_since = None
         self.last_retransmit = now
         if not self.validator:
-            state_transfer.issue(self, now)
+            state_transfer.poll(self, now)
             return
         if self.in_vc and self.vc.own is not None:
             self.emit(io.Broadcast(self.vc.own))

@@ -8,16 +8,16 @@ changing views; otherwise its pre-prepares, prepares and commits of the current
 view above the low watermark, and its latest checkpoint.  Receivers drop exact
 duplicates before any signature check, so this is cheap for them.
 
-It also detects lagging: if f+1 other validators sent commits for sequence numbers
-this replica cannot deliver (it missed their pre-prepares), it fetches the blocks
-(state transfer) from them.
+A stalled replica may simply be behind (it missed pre-prepares or commits that the
+others no longer resend because they delivered): each stalled tick it also asks the
+next peer in turn for certified blocks after its head (``state_transfer.poll``).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from . import io
+from . import io, state_transfer
 
 if TYPE_CHECKING:  # pragma: no cover
     from .replica import Replica
@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 def retransmit(r: "Replica", now: int) -> None:
     r._count("retransmit")
+    state_transfer.poll(r, now)
     if r.in_vc:
         if r.vc.own is not None:
             r.emit(io.Broadcast(r.vc.own))
@@ -41,18 +42,3 @@ def retransmit(r: "Replica", now: int) -> None:
                 r.emit(io.Broadcast(mine[-1]))
     if r.ckpt.own is not None:
         r.emit(io.Broadcast(r.ckpt.own))
-    _detect_lag(r)
-
-
-def _detect_lag(r: "Replica") -> None:
-    nxt = r.slots.get(r.last_delivered + 1)
-    if nxt is not None and nxt.tip is not None:
-        return
-    best, peers = 0, set()
-    for seq, slot in r.slots.items():
-        senders = {s for s in slot.commits if s != r.name}
-        if seq > r.last_delivered and len(senders) >= r.f + 1:
-            best = max(best, seq)
-            peers |= senders
-    if best:
-        r.request_transfer(best, sorted(peers))

@@ -77,23 +77,41 @@ def issue(r: "Replica", now: int) -> None:
     r.emit(io.Fetch(peer, start, end))
 
 
+def poll(r: "Replica", now: int) -> None:
+    """Ask the next peer for anything after our head (observers; idle validators)."""
+    st = r.xfer
+    peer = _peer(r)
+    if st.outstanding is not None or peer is None:
+        return
+    st.outstanding = (peer, now + r.params.fetch_timeout_ms)
+    start = r.last_delivered + 1
+    r.emit(io.Fetch(peer, start, start + r.params.fetch_max_blocks - 1))
+
+
 def deadline(r: "Replica") -> int | None:
     st = r.xfer
     if st.outstanding is not None:
         return st.outstanding[1]
-    if not r.validator:
+    if not r.validator or st.next_poll:
         return st.next_poll
     return None
 
 
 def on_timer(r: "Replica", now: int) -> None:
+    """Fetch timeouts rotate to the next peer; polls run when due.
+
+    Validators poll only while idle (``next_poll`` is set by the replica when it has
+    nothing outstanding), so a replica that restarted or was cut off while the
+    cluster went quiet still reaches the common head.
+    """
     st = r.xfer
     if st.outstanding is not None and now >= st.outstanding[1]:
         st.outstanding = None
         st.turn += 1
         issue(r, now)
-    elif st.outstanding is None and not r.validator and now >= st.next_poll:
-        issue(r, now)
+    if st.outstanding is None and st.next_poll and now >= st.next_poll:
+        st.next_poll = now + r.params.observer_poll_ms if not r.validator else 0
+        poll(r, now)
 
 
 def on_fetch_result(r: "Replica", ev: io.FetchResult, now: int) -> None:
@@ -111,6 +129,8 @@ def on_fetch_result(r: "Replica", ev: io.FetchResult, now: int) -> None:
         st.turn += 1
         if not r.validator:
             st.next_poll = now + r.params.observer_poll_ms
+    elif not r.validator or (st.target <= r.last_delivered and not r.has_work()):
+        st.target = max(st.target, r.last_delivered + 1)  # got blocks: ask again at once
     r.after_transfer(now)
     issue(r, now)
 

@@ -65,7 +65,7 @@ def sim_params(**over: int) -> Params:
     base = dict(batch_max_entries=8, batch_delay_ms=5, max_in_flight=4, checkpoint_interval=4,
                 watermark_window=8, view_change_timeout_ms=400, max_view_change_timeout_ms=6400,
                 retransmit_ms=150, max_clock_skew_ms=1000, fetch_timeout_ms=200, fetch_max_blocks=16,
-                observer_poll_ms=100, max_buffered_per_peer=64, max_pending_requests=10_000)
+                observer_poll_ms=100, idle_poll_ms=300, max_buffered_per_peer=64, max_pending_requests=10_000)
     base.update(over)
     return Params(**base)
 
