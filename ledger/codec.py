@@ -30,7 +30,7 @@ that is wrong in every error.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 import msgpack
 
