@@ -1,0 +1,415 @@
+"""LevelDB backend of the block store (the only module that imports plyvel).
+
+Theory of operation
+-------------------
+All keys start with a one-byte prefix naming the kind of record; integers in
+keys are big-endian and fixed-width, so LevelDB's byte order is numeric order and
+one range scan yields a block's records or a run of leaves in order::
+
+    m format                      ["evledger-store", 1]          format version
+    m head                        [height, header_hash, history_size, history_root]
+    h height:u64                  [header_wire, certificate_wire]
+    e height:u64 entry:u32        EntryRecord.encode()
+    t level:u8 index:u64          32-byte history-tree node hash
+    c code                        [height, entry_index, item_index]
+    r entry_key(32)               [height, entry_index]          replay keys
+    k case(UTF-8) 0x00 code       empty (the key is the link)
+
+Payloads are canonical msgpack (``ledger.codec``) unless noted.  Every stored
+value is ``checksum(8) || payload`` with
+``checksum = SHA-256(len(key):u16 || key || payload)[:8]``: covering the key as
+well catches a value that ended up under another key (misdirected write,
+hand-edited or mixed-up restore), and 64 bits make an undetected random
+corruption practically impossible (CRC32 would miss one in 2**32).  LevelDB's own
+block CRCs are verified on every read as well (``verify_checksums``,
+``paranoid_checks``).  A 10-bit Bloom filter per table keeps the misses that
+every append checks (is this new code already taken?) off the disk.  A mismatch raises ``CorruptionError`` naming the key
+(e.g. ``e/12/3``); corrupted data is never returned.
+
+Durability.  One append is one ``WriteBatch`` (header, certificate, records,
+new history nodes, code and case links, head pointer) written with
+``sync=True``: LevelDB logs the batch as one checksummed record and fsyncs it
+before returning, and on recovery replays whole records only.  So after a crash
+the store holds exactly the blocks whose append returned, plus possibly the one
+in flight, each whole or absent.  On open the head pointer must name a stored
+block whose hash, history size and root it repeats, the stored nodes must
+reproduce that root, and nothing may be stored past it; otherwise open fails
+with ``CorruptionError``.  A failed write closes the store: the node must reopen
+(and re-read the head) rather than guess what reached the disk.
+
+A database whose format key names another version is refused with a
+``StoreError`` (``reason="unsupported_format"``) before anything is read.
+LevelDB's lock file keeps a second process out (``reason="store_locked"``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from typing import Any, Callable, Iterator
+
+import plyvel
+
+from . import merkle
+from .block import BlockHeader, CommitCertificate
+from .codec import Fields, Limits, decode, encode
+from .errors import CorruptionError, DecodeError, StoreError
+from .model import EntryRecord
+from .store import EMPTY_HEAD, AppendPlan, EntryRef, Head, Location, Store
+from .wire import from_wire
+
+FORMAT_TAG = "evledger-store"
+FORMAT_VERSION = 1
+CHECKSUM_SIZE = 8
+KEY_FORMAT = b"mformat"
+KEY_HEAD = b"mhead"
+# Our own, checksummed data: bounds only to keep a corrupt length from allocating.
+STORE_LIMITS = Limits(max_bytes=1 << 30, max_str=64 * 1024, max_bin=4 * 1024 * 1024,
+                      max_array=1_000_000, max_map=1024)
+
+
+def u64(value: int) -> bytes:
+    return value.to_bytes(8, "big")
+
+
+def header_key(height: int) -> bytes:
+    return b"h" + u64(height)
+
+
+def record_key(height: int, entry_index: int) -> bytes:
+    return b"e" + u64(height) + entry_index.to_bytes(4, "big")
+
+
+def node_key(level: int, index: int) -> bytes:
+    return b"t" + bytes((level,)) + u64(index)
+
+
+def code_key(code: bytes) -> bytes:
+    return b"c" + code
+
+
+def entry_key_key(key: bytes) -> bytes:
+    return b"r" + key
+
+
+def case_prefix(case: str) -> bytes:
+    return b"k" + case.encode("utf-8") + b"\x00"
+
+
+def describe_key(key: bytes) -> str:
+    """Readable name of a key for error messages: ``h/5``, ``e/5/2``, ``t/0/17``, ``c/CODE``..."""
+    kind, rest = key[:1], key[1:]
+    if kind == b"h" and len(rest) == 8:
+        return "h/%d" % int.from_bytes(rest, "big")
+    if kind == b"e" and len(rest) == 12:
+        return "e/%d/%d" % (int.from_bytes(rest[:8], "big"), int.from_bytes(rest[8:], "big"))
+    if kind == b"t" and len(rest) == 9:
+        return "t/%d/%d" % (rest[0], int.from_bytes(rest[1:], "big"))
+    if kind in (b"c", b"m"):
+        return kind.decode() + "/" + rest.decode("ascii", "backslashreplace")
+    if kind == b"r":
+        return "r/" + rest.hex()
+    if kind == b"k" and b"\x00" in rest:
+        case, _, code = rest.partition(b"\x00")
+        return "k/%s/%s" % (case.decode("utf-8", "backslashreplace"), code.decode("ascii", "backslashreplace"))
+    return repr(key)
+
+
+def checksum(key: bytes, payload: bytes) -> bytes:
+    return hashlib.sha256(len(key).to_bytes(2, "big") + key + payload).digest()[:CHECKSUM_SIZE]
+
+
+def seal(key: bytes, payload: bytes) -> bytes:
+    """The stored form of ``payload`` under ``key``: checksum then payload."""
+    return checksum(key, payload) + payload
+
+
+def unseal(key: bytes, value: bytes) -> bytes:
+    """The payload of a stored value; CorruptionError naming the key if it fails its checksum."""
+    payload = value[CHECKSUM_SIZE:]
+    if len(value) < CHECKSUM_SIZE or value[:CHECKSUM_SIZE] != checksum(key, payload):
+        name = describe_key(key)
+        raise CorruptionError("stored value at key %s fails its checksum" % name, field=name)
+    return payload
+
+
+def parse(key: bytes, payload: bytes, reader: Callable[[bytes], Any]) -> Any:
+    """``reader(payload)``, turning any decoding failure into a CorruptionError naming the key."""
+    try:
+        return reader(payload)
+    except (DecodeError, ValueError, TypeError, IndexError) as exc:
+        name = describe_key(key)
+        raise CorruptionError("stored value at key %s does not decode: %s" % (name, exc), field=name) from None
+
+
+def _header_cert(payload: bytes) -> tuple[BlockHeader, CommitCertificate]:
+    fields = Fields("stored_block", decode(payload, STORE_LIMITS), 2)
+    header_items, _ = fields.raw("header")
+    cert_items, _ = fields.raw("certificate")
+    return from_wire(BlockHeader, header_items), CommitCertificate.from_wire(cert_items)
+
+
+def _ints(count: int) -> Callable[[bytes], list]:
+    def reader(payload: bytes) -> list:
+        items = decode(payload, STORE_LIMITS)
+        if not isinstance(items, list) or len(items) != count or any(type(v) is not int for v in items):
+            raise DecodeError("expected %d integers" % count)
+        return items
+
+    return reader
+
+
+def _node(payload: bytes) -> bytes:
+    if len(payload) != merkle.HASH_SIZE:
+        raise DecodeError("a node is %d bytes, got %d" % (merkle.HASH_SIZE, len(payload)))
+    return payload
+
+
+def _format_value(payload: bytes) -> list:
+    items = decode(payload, STORE_LIMITS)
+    if not isinstance(items, list) or len(items) != 2:
+        raise DecodeError("expected [tag, version]")
+    return items
+
+
+def _head_value(payload: bytes) -> list:
+    items = decode(payload, STORE_LIMITS)
+    if not isinstance(items, list) or len(items) != 4:
+        raise DecodeError("expected [height, header_hash, history_size, history_root]")
+    return items
+
+
+class LevelDBStore(Store):
+    """Store on a LevelDB folder; create with :meth:`open`."""
+
+    def __init__(self, db: Any, path: str):
+        super().__init__()
+        self._db = db
+        self.path = path
+
+    def __repr__(self) -> str:
+        return "LevelDBStore(%r)" % self.path
+
+    @classmethod
+    def open(cls, path: str | os.PathLike, *, create: bool = True) -> "LevelDBStore":
+        """Open (creating the folder and an empty store if ``create``) and verify the head."""
+        path = os.fspath(path)
+        if create:
+            try:
+                os.makedirs(path, exist_ok=True)
+            except OSError as exc:
+                raise StoreError("cannot create store folder %s: %s" % (path, exc), reason="store_missing") from None
+        elif not os.path.isdir(path):
+            raise StoreError("no store at %s" % path, reason="store_missing")
+        try:
+            db = plyvel.DB(path, create_if_missing=create, paranoid_checks=True, bloom_filter_bits=10)
+        except plyvel.IOError as exc:
+            raise StoreError("cannot open store at %s (in use by another process?): %s" % (path, exc),
+                             reason="store_locked") from None
+        except plyvel.CorruptionError as exc:
+            raise CorruptionError("LevelDB reports corruption in %s: %s" % (path, exc)) from None
+        except plyvel.Error as exc:
+            raise StoreError("cannot open store at %s: %s" % (path, exc)) from None
+        store = cls(db, path)
+        try:
+            store._init_format()
+            store._head = store._load_head()
+        except BaseException:
+            db.close()
+            raise
+        return store
+
+    # ------------------------------------------------------------ raw access
+
+    def _get(self, key: bytes) -> bytes | None:
+        try:
+            value = self._db.get(key, verify_checksums=True)
+        except RuntimeError:
+            raise StoreError("store is closed", reason="store_closed") from None
+        except plyvel.CorruptionError as exc:
+            name = describe_key(key)
+            raise CorruptionError("LevelDB reports corruption reading key %s: %s" % (name, exc), field=name) from None
+        return None if value is None else unseal(key, value)
+
+    def _load(self, key: bytes, reader: Callable[[bytes], Any]) -> Any:
+        payload = self._get(key)
+        if payload is None:
+            name = describe_key(key)
+            raise CorruptionError("key %s is missing" % name, field=name)
+        return parse(key, payload, reader)
+
+    def _iter(self, **kwargs: Any) -> Iterator:
+        try:
+            with self._db.iterator(verify_checksums=True, **kwargs) as it:
+                yield from it
+        except RuntimeError:
+            raise StoreError("store is closed", reason="store_closed") from None
+        except plyvel.CorruptionError as exc:
+            raise CorruptionError("LevelDB reports corruption during a scan: %s" % exc) from None
+
+    def _first_key(self, start: bytes, stop: bytes) -> bytes | None:
+        for key in self._iter(start=start, stop=stop, include_value=False):
+            return key
+        return None
+
+    # -------------------------------------------------------------- open
+
+    def _init_format(self) -> None:
+        if self._get(KEY_FORMAT) is None:
+            if next(self._iter(include_value=False), None) is not None:
+                raise StoreError("%s holds a LevelDB database that is not an evledger store (no format key)"
+                                 % self.path, reason="unsupported_format")
+            self._db.put(KEY_FORMAT, seal(KEY_FORMAT, encode([FORMAT_TAG, FORMAT_VERSION])), sync=True)
+        tag, version = self._load(KEY_FORMAT, _format_value)
+        if tag != FORMAT_TAG or type(version) is not int:
+            raise StoreError("%s is not an evledger store (format key %r)" % (self.path, tag),
+                             reason="unsupported_format")
+        if version != FORMAT_VERSION:
+            raise StoreError("%s has store format version %d; this software reads version %d only"
+                             % (self.path, version, FORMAT_VERSION), reason="unsupported_format")
+
+    def _load_head(self) -> Head:
+        if self._get(KEY_HEAD) is None:
+            if self._first_key(b"h", b"i") is not None:
+                raise CorruptionError("blocks are stored but the head pointer (m/head) is missing", field="m/head")
+            return EMPTY_HEAD
+        height, header_hash, size, root = self._load(KEY_HEAD, _head_value)
+        header, _ = self._read_header_cert(height)
+        if (header.height, header.hash(), header.history_size, header.history_root) != (height, header_hash, size,
+                                                                                           root):
+            raise CorruptionError("head pointer m/head disagrees with block h/%d" % height, field="m/head")
+        for start, stop in ((header_key(height + 1), b"i"), (record_key(height + 1, 0), b"f"),
+                            (node_key(0, size), node_key(1, 0))):
+            stray = self._first_key(start, stop)
+            if stray is not None:
+                raise CorruptionError("key %s is stored beyond the head (height %d, history size %d)"
+                                      % (describe_key(stray), height, size), field=describe_key(stray))
+        if merkle.root_from_nodes(size, self._read_node) != root:
+            raise CorruptionError("stored history nodes do not reproduce the head's history root", field="m/head")
+        return Head(height, header, header_hash, size, root)
+
+    def _close(self) -> None:
+        self._db.close()
+
+    # ------------------------------------------------------------- write
+
+    def _commit(self, plan: AppendPlan) -> None:
+        header = plan.block.header
+        height = header.height
+        batch = self._db.write_batch(sync=True)
+
+        def put(key: bytes, payload: bytes) -> None:
+            batch.put(key, seal(key, payload))
+
+        put(header_key(height), encode([header.wire(), plan.certificate.wire()]))
+        for i, record in enumerate(plan.block.records):
+            put(record_key(height, i), record.encode())
+        for (level, index), value in plan.nodes.items():
+            put(node_key(level, index), value)
+        for code, loc in plan.index.codes:
+            put(code_key(code), encode(list(loc)))
+        for key, ref in plan.index.entry_keys:
+            put(entry_key_key(key), encode(list(ref)))
+        for case, code in plan.index.cases:
+            put(case_prefix(case) + code, b"")
+        head = plan.head
+        put(KEY_HEAD, encode([height, head.header_hash, head.history_size, head.history_root]))
+        try:
+            batch.write()
+        except (plyvel.Error, RuntimeError) as exc:
+            self.close()
+            raise StoreError("writing block %d failed, store closed (reopen it): %s" % (height, exc),
+                             reason="write_failed") from None
+
+    # -------------------------------------------------------------- reads
+
+    def _read_header_cert(self, height: int) -> tuple[BlockHeader, CommitCertificate]:
+        header, cert = self._load(header_key(height), _header_cert)
+        if header.height != height:
+            raise CorruptionError("header at key h/%d claims height %d" % (height, header.height),
+                                  field="h/%d" % height)
+        return header, cert
+
+    def _read_record(self, height: int, entry_index: int) -> EntryRecord:
+        return self._load(record_key(height, entry_index), lambda p: EntryRecord.decode(p, STORE_LIMITS))
+
+    def _read_records(self, height: int, count: int) -> tuple[EntryRecord, ...]:
+        prefix = b"e" + u64(height)
+        records = []
+        for key, value in self._iter(prefix=prefix):
+            if key != record_key(height, len(records)):
+                break
+            records.append(parse(key, unseal(key, value), lambda p: EntryRecord.decode(p, STORE_LIMITS)))
+        if len(records) != count:
+            name = describe_key(record_key(height, len(records)))
+            raise CorruptionError("block %d announces %d records; key %s is missing or misplaced"
+                                  % (height, count, name), field=name)
+        return tuple(records)
+
+    def _read_node(self, level: int, index: int) -> bytes:
+        return self._load(node_key(level, index), _node)
+
+    def _read_leaves(self, begin: int, end: int) -> list[bytes]:
+        leaves = []
+        for key, value in self._iter(start=node_key(0, begin), stop=node_key(0, end)):
+            if key != node_key(0, begin + len(leaves)):
+                break
+            leaves.append(parse(key, unseal(key, value), _node))
+        if len(leaves) != end - begin:
+            name = describe_key(node_key(0, begin + len(leaves)))
+            raise CorruptionError("history leaf %s is missing" % name, field=name)
+        return leaves
+
+    def _read_location(self, code: bytes) -> Location | None:
+        key = code_key(code)
+        payload = self._get(key)
+        return None if payload is None else Location(*parse(key, payload, _ints(3)))
+
+    def _read_entry_ref(self, key: bytes) -> EntryRef | None:
+        full = entry_key_key(key)
+        payload = self._get(full)
+        return None if payload is None else EntryRef(*parse(full, payload, _ints(2)))
+
+    def _read_case_codes(self, case: str, after: bytes | None, limit: int) -> list[bytes]:
+        prefix = case_prefix(case)
+        start = prefix + after if after is not None else prefix
+        codes = []
+        for key, value in self._iter(start=start, stop=prefix[:-1] + b"\x01", include_start=after is None):
+            unseal(key, value)
+            codes.append(key[len(prefix):])
+            if len(codes) == limit:
+                break
+        return codes
+
+    def _scan(self, kind: str) -> Iterator[tuple[Any, Any]]:
+        if kind in ("heights", "records", "nodes"):
+            prefix, size = {"heights": (b"h", 9), "records": (b"e", 13), "nodes": (b"t", 10)}[kind]
+            for key in self._iter(prefix=prefix, include_value=False):
+                if len(key) != size:
+                    yield key, CorruptionError("malformed key %r" % key)
+                elif kind == "heights":
+                    yield int.from_bytes(key[1:], "big"), None
+                elif kind == "records":
+                    yield (int.from_bytes(key[1:9], "big"), int.from_bytes(key[9:], "big")), None
+                else:
+                    yield (key[1], int.from_bytes(key[2:], "big")), None
+        elif kind in ("codes", "entry_keys", "cases"):
+            yield from self._scan_index(kind)
+        else:
+            raise ValueError("unknown scan kind %r" % kind)
+
+    def _scan_index(self, kind: str) -> Iterator[tuple[Any, Any]]:
+        for key, value in self._iter(prefix={"codes": b"c", "entry_keys": b"r", "cases": b"k"}[kind]):
+            try:
+                payload = unseal(key, value)
+                if kind == "codes":
+                    yield key[1:], Location(*parse(key, payload, _ints(3)))
+                elif kind == "entry_keys":
+                    yield key[1:], EntryRef(*parse(key, payload, _ints(2)))
+                else:
+                    case, sep, code = key[1:].partition(b"\x00")
+                    if not sep:
+                        raise CorruptionError("malformed case key %r" % key)
+                    yield case.decode("utf-8", "backslashreplace"), code
+            except CorruptionError as exc:
+                yield describe_key(key), exc

@@ -1,0 +1,152 @@
+"""Values the store interface speaks: locations, the per-block index, the head, check reports.
+
+``BlockIndex`` is what the deterministic state layer hands to ``Store.append``
+beside a block: code key -> :class:`Location` of each deposit item, replay key ->
+:class:`EntryRef` of each non-deposit entry, and ``(case, code key)`` links.  It is
+validated and normalised (sorted tuples, no duplicates) on construction, so a
+backend can write it as is.  Key rules: a code key is 1..64 bytes of printable
+ASCII (``DepositCode.key``, 25 bytes today), an entry key is 32 bytes
+(``ledger.state.entry_key``), a case is 1..128 characters of UTF-8 without NUL
+(NUL separates case and code in the LevelDB case index).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping, NamedTuple
+
+from . import merkle
+from .block import ZERO_HASH, BlockHeader
+
+MAX_CODE_KEY = 64
+ENTRY_KEY_SIZE = 32
+MAX_CASE_CHARS = 128
+MAX_PAGE = 1000
+
+
+class Location(NamedTuple):
+    """Where a deposit item lives: block height, entry index in the block, item index in the batch."""
+
+    height: int
+    entry_index: int
+    item_index: int
+
+
+class EntryRef(NamedTuple):
+    """Where an entry lives: block height and entry index in the block."""
+
+    height: int
+    entry_index: int
+
+
+def check_code_key(code: Any, where: str = "code") -> bytes:
+    """A code key is 1..64 bytes of printable, non-space ASCII (``DepositCode.key``)."""
+    if type(code) is not bytes:
+        raise TypeError("%s must be bytes, got %s" % (where, type(code).__name__))
+    if not 0 < len(code) <= MAX_CODE_KEY or min(code) < 0x21 or max(code) > 0x7E:
+        raise ValueError("%s must be 1..%d bytes of printable ASCII, got %r" % (where, MAX_CODE_KEY, code[:80]))
+    return code
+
+
+def check_entry_key(key: Any, where: str = "entry key") -> bytes:
+    """An entry key (replay key of a non-deposit entry, ``ledger.state.entry_key``) is 32 bytes."""
+    if type(key) is not bytes:
+        raise TypeError("%s must be bytes, got %s" % (where, type(key).__name__))
+    if len(key) != ENTRY_KEY_SIZE:
+        raise ValueError("%s must be %d bytes, got %d" % (where, ENTRY_KEY_SIZE, len(key)))
+    return key
+
+
+def check_case(case: Any, where: str = "case") -> str:
+    """A case reference: non-empty str of at most 128 characters, no NUL, valid UTF-8."""
+    if type(case) is not str:
+        raise TypeError("%s must be str, got %s" % (where, type(case).__name__))
+    if not 0 < len(case) <= MAX_CASE_CHARS or "\x00" in case:
+        raise ValueError("%s must be 1..%d characters without NUL" % (where, MAX_CASE_CHARS))
+    try:
+        case.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("%s is not encodable as UTF-8" % where) from None
+    return case
+
+
+def check_int(value: Any, where: str) -> int:
+    if type(value) is not int:
+        raise TypeError("%s must be int, got %s" % (where, type(value).__name__))
+    return value
+
+
+def _keyed(pairs: Any, check: Any, kind: type, what: str) -> tuple:
+    """Sorted ``(key, kind(...))`` pairs from a mapping or pairs; keys and targets unique."""
+    out: dict[bytes, Any] = {}
+    for key, target in pairs.items() if isinstance(pairs, Mapping) else pairs:
+        check(key, "index %s" % what)
+        if key in out:
+            raise ValueError("index names %s %r twice" % (what, key))
+        out[key] = kind(*(check_int(v, "index location") for v in target))
+    if len(set(out.values())) != len(out):
+        raise ValueError("index gives one target two %ss" % what)
+    return tuple(sorted(out.items()))
+
+
+@dataclass(frozen=True, slots=True)
+class BlockIndex:
+    """Index additions computed by the state layer for one block.
+
+    ``codes``: code key -> :class:`Location` of the deposit item it names.
+    ``cases``: ``(case, code key)`` links to add (codes of this or earlier blocks).
+    ``entry_keys``: replay key -> :class:`EntryRef` of each non-deposit entry.
+    Mappings or pairs are accepted; all are normalised to sorted tuples of pairs.
+    """
+
+    codes: Any = ()
+    cases: Any = ()
+    entry_keys: Any = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "codes", _keyed(self.codes, check_code_key, Location, "code"))
+        object.__setattr__(self, "entry_keys", _keyed(self.entry_keys, check_entry_key, EntryRef, "entry key"))
+        links = {(check_case(case, "index case"), check_code_key(code, "index case code")) for case, code in self.cases}
+        object.__setattr__(self, "cases", tuple(sorted(links)))
+
+    @classmethod
+    def from_effects(cls, height: int, effects: Any) -> "BlockIndex":
+        """Adapter for ``ledger.state.BlockEffects`` of the block at ``height`` (duck-typed:
+        the store does not import the state layer)."""
+        return cls(
+            codes=[(code, (height, e, i)) for code, (e, i) in effects.codes.items()],
+            cases=[(case, code) for case, codes in effects.cases.items() for code in codes],
+            entry_keys=[(key, (height, e)) for key, e in effects.entry_keys.items()],
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    """The latest committed block (``height == 0``, ``header is None`` for an empty store)."""
+
+    height: int
+    header: BlockHeader | None
+    header_hash: bytes
+    history_size: int
+    history_root: bytes
+
+
+EMPTY_HEAD = Head(0, None, ZERO_HASH, 0, merkle.EMPTY_ROOT)
+
+
+@dataclass
+class CheckReport:
+    """Result of :meth:`Store.check`: what was examined and every problem found."""
+
+    deep: bool
+    blocks: int = 0
+    entries: int = 0
+    nodes: int = 0
+    codes: int = 0
+    entry_keys: int = 0
+    case_links: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
