@@ -6,7 +6,7 @@ head and the stored history nodes through the store's public API
 (``head()``, ``history_node()``), so the block it returns passes every check of
 ``Store.append``.  Codes come from ``ledger.codes.derive_code(chain_id,
 signature, item_index)``, as the state layer derives them; replay keys of
-non-deposit entries mirror ``ledger.state.entry_key``.
+non-deposit entries come from ``ledger.state.entry_key``.
 """
 
 from __future__ import annotations
@@ -25,9 +25,7 @@ CHAIN_ID = "evledger-test"
 T0 = 1_700_000_000_000
 
 
-def entry_key(entry: Entry) -> bytes:
-    """Replay key of a non-deposit entry (mirrors ``ledger.state.entry_key``)."""
-    return hashlib.sha256(b"evledger/entry-key/1\x00" + entry.signature).digest()
+from ledger.state import entry_key  # noqa: E402  (the replay key of a non-deposit entry)
 
 
 def _key(label: str) -> SecretKey:
