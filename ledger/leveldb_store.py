@@ -109,6 +109,8 @@ def describe_key(key: bytes) -> str:
         return kind.decode() + "/" + rest.decode("ascii", "backslashreplace")
     if kind == b"r":
         return "r/" + rest.hex()
+    if kind == b"p":
+        return "p/" + rest.decode("utf-8", "backslashreplace")
     if kind == b"k" and b"\x00" in rest:
         case, _, code = rest.partition(b"\x00")
         return "k/%s/%s" % (case.decode("utf-8", "backslashreplace"), code.decode("ascii", "backslashreplace"))
@@ -290,6 +292,28 @@ class LevelDBStore(Store):
 
     def _close(self) -> None:
         self._db.close()
+
+    # ------------------------------------------------------ replica state (prefix p)
+
+    def _persist(self, writes: list[tuple[str, bytes | None]]) -> None:
+        try:
+            with self._db.write_batch(sync=True, transaction=True) as batch:
+                for key, value in writes:
+                    raw = b"p" + key.encode("utf-8")
+                    if value is None:
+                        batch.delete(raw)
+                    else:
+                        batch.put(raw, seal(raw, value))
+        except RuntimeError:
+            raise StoreError("store is closed", reason="store_closed") from None
+        except plyvel.Error as exc:
+            raise StoreError("writing replica state failed: %s" % exc, reason="write_failed") from None
+
+    def _load_replica_state(self) -> dict[str, bytes]:
+        out = {}
+        for raw, value in self._iter(prefix=b"p"):
+            out[raw[1:].decode("utf-8")] = unseal(raw, value)
+        return out
 
     # ------------------------------------------------------------- write
 

@@ -67,6 +67,8 @@ from .store_types import (EMPTY_HEAD, ENTRY_KEY_SIZE, MAX_CODE_KEY, MAX_PAGE, Bl
 __all__ = ["AppendPlan", "BlockIndex", "CheckReport", "EMPTY_HEAD", "EntryRef", "Head", "Location", "MemoryStore",
            "Store"]
 
+MAX_REPLICA_VALUE = 64 * 1024 * 1024
+
 
 @dataclass(frozen=True, slots=True)
 class AppendPlan:
@@ -204,6 +206,33 @@ class Store:
             if code not in new_codes and self._read_location(code) is None:
                 raise _fail("unknown_code", "case %r links unknown code %s" % (case, code.decode("ascii")))
 
+    # ------------------------------------------------------ replica state
+
+    def persist(self, writes: Any) -> None:
+        """Durably apply the consensus replica's key/value writes in one atomic step.
+
+        ``writes`` are ``(key, value)`` pairs (``consensus.io.Persist``); a value of
+        ``None`` deletes the key.  Keys are text of at most 200 characters, values
+        bytes of at most 64 MiB.  The write is synced before this returns: a vote
+        is on disk before the message carrying it leaves the node.
+        """
+        checked = []
+        for key, value in writes:
+            if type(key) is not str or not 0 < len(key) <= 200:
+                raise TypeError("replica state keys are non-empty str of at most 200 characters")
+            if value is not None and (type(value) is not bytes or len(value) > MAX_REPLICA_VALUE):
+                raise TypeError("replica state values are bytes of at most %d bytes, or None" % MAX_REPLICA_VALUE)
+            checked.append((key, value))
+        with self._lock:
+            self._open_head()
+            self._persist(checked)
+
+    def replica_state(self) -> dict[str, bytes]:
+        """Everything :meth:`persist` has kept, for rebuilding the replica after a restart."""
+        with self._lock:
+            self._open_head()
+            return self._load_replica_state()
+
     # ----------------------------------------------------------------- reads
 
     def head(self) -> Head:
@@ -337,6 +366,13 @@ class Store:
         """Write ``plan`` atomically (all of it or nothing) and durably."""
         raise NotImplementedError
 
+    def _persist(self, writes: list[tuple[str, bytes | None]]) -> None:
+        """Apply replica-state writes atomically and durably."""
+        raise NotImplementedError
+
+    def _load_replica_state(self) -> dict[str, bytes]:
+        raise NotImplementedError
+
     def _read_header_cert(self, height: int) -> tuple[BlockHeader, CommitCertificate]:
         raise NotImplementedError
 
@@ -379,9 +415,20 @@ class MemoryStore(Store):
         self._codes: dict[bytes, Location] = {}
         self._entry_keys: dict[bytes, EntryRef] = {}
         self._cases: dict[str, set[bytes]] = {}
+        self._replica: dict[str, bytes] = {}
 
     def _close(self) -> None:
         pass
+
+    def _persist(self, writes: list[tuple[str, bytes | None]]) -> None:
+        for key, value in writes:
+            if value is None:
+                self._replica.pop(key, None)
+            else:
+                self._replica[key] = value
+
+    def _load_replica_state(self) -> dict[str, bytes]:
+        return dict(self._replica)
 
     def _commit(self, plan: AppendPlan) -> None:
         self._blocks.append((plan.block, plan.certificate))

@@ -374,3 +374,39 @@ def test_prepare_append_validates_a_proposal_without_writing(store, chain):
     assert err.value.reason == "wrong_history_root"
     store.append(*proposal)
     assert store.head() == plan.head
+
+
+# ------------------------------------------------------------ replica state (consensus Persist)
+
+def test_replica_state_round_trip_and_delete(store):
+    assert store.replica_state() == {}
+    store.persist([("view", b"\x05"), ("vote/prepare/7", b"x" * 100)])
+    store.persist([("vote/prepare/7", None), ("vote/commit/7", b"y")])
+    assert store.replica_state() == {"view": b"\x05", "vote/commit/7": b"y"}
+
+
+@pytest.mark.parametrize("writes", [[("", b"x")], [(b"bytes-key", b"x")], [("k" * 201, b"x")], [("k", "text")],
+                                    [("k", 5)]])
+def test_replica_state_rejects_bad_writes_and_writes_nothing(store, writes):
+    with pytest.raises(TypeError):
+        store.persist([("good", b"1")] + writes)
+    assert store.replica_state() == {}
+
+
+def test_replica_state_survives_reopen_and_corruption_is_reported(tmp_path):
+    import plyvel
+
+    from ledger.errors import CorruptionError
+
+    path = tmp_path / "db"
+    with LevelDBStore.open(path) as s:
+        s.persist([("view", b"\x09")])
+    with LevelDBStore.open(path) as s:
+        assert s.replica_state() == {"view": b"\x09"}
+    db = plyvel.DB(str(path))
+    raw = db.get(b"pview")
+    db.put(b"pview", raw[:-1] + bytes([raw[-1] ^ 1]))
+    db.close()
+    with LevelDBStore.open(path) as s:
+        with pytest.raises(CorruptionError, match="p/view"):
+            s.replica_state()
