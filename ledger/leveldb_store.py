@@ -204,7 +204,8 @@ class LevelDBStore(Store):
         elif not os.path.isdir(path):
             raise StoreError("no store at %s" % path, reason="store_missing")
         try:
-            db = plyvel.DB(path, create_if_missing=create, paranoid_checks=True, bloom_filter_bits=10)
+            db = plyvel.DB(path, create_if_missing=create, paranoid_checks=True, bloom_filter_bits=10,
+                          lru_cache_size=64 * 1024 * 1024)
         except plyvel.IOError as exc:
             raise StoreError("cannot open store at %s (in use by another process?): %s" % (path, exc),
                              reason="store_locked") from None
