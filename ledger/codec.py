@@ -88,6 +88,21 @@ def encode(value: Any) -> bytes:
     return msgpack.packb(_sort_maps(value), use_bin_type=True)
 
 
+def array_header(count: int) -> bytes:
+    """The canonical msgpack header of an array of ``count`` elements.
+
+    Lets callers splice already-canonical encoded elements into an array without
+    decoding them: ``array_header(n) + b"".join(encoded_elements)`` is canonical.
+    """
+    if not 0 <= count < 2**32:
+        raise ValueError("array length out of range")
+    if count < 16:
+        return bytes([0x90 | count])
+    if count < 2**16:
+        return b"\xdc" + count.to_bytes(2, "big")
+    return b"\xdd" + count.to_bytes(4, "big")
+
+
 def _ext_refused(code: int, data: bytes) -> Any:
     raise DecodeError("msgpack ext type %d is not allowed" % code)
 

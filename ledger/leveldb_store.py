@@ -359,17 +359,21 @@ class LevelDBStore(Store):
         return self._load(record_key(height, entry_index), lambda p: EntryRecord.decode(p, STORE_LIMITS))
 
     def _read_records(self, height: int, count: int) -> tuple[EntryRecord, ...]:
+        return tuple(parse(record_key(height, i), payload, lambda p: EntryRecord.decode(p, STORE_LIMITS))
+                     for i, payload in enumerate(self._read_raw_records(height, count)))
+
+    def _read_raw_records(self, height: int, count: int) -> list[bytes]:
         prefix = b"e" + u64(height)
         records = []
         for key, value in self._iter(prefix=prefix):
             if key != record_key(height, len(records)):
                 break
-            records.append(parse(key, unseal(key, value), lambda p: EntryRecord.decode(p, STORE_LIMITS)))
+            records.append(unseal(key, value))
         if len(records) != count:
             name = describe_key(record_key(height, len(records)))
             raise CorruptionError("block %d announces %d records; key %s is missing or misplaced"
                                   % (height, count, name), field=name)
-        return tuple(records)
+        return records
 
     def _read_node(self, level: int, index: int) -> bytes:
         return self._load(node_key(level, index), _node)

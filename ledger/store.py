@@ -252,6 +252,12 @@ class Store:
             return None
         return self._read_records(height, self._read_header_cert(height)[0].entry_count)
 
+    def raw_records(self, height: int) -> list[bytes] | None:
+        """The canonical encodings of block ``height``'s entry records, checked but not decoded."""
+        if not self._height_ok(height):
+            return None
+        return self._read_raw_records(height, self._read_header_cert(height)[0].entry_count)
+
     def block(self, height: int) -> Block | None:
         if not self._height_ok(height):
             return None
@@ -381,6 +387,9 @@ class Store:
 
     def _read_records(self, height: int, count: int) -> tuple[EntryRecord, ...]:
         raise NotImplementedError
+
+    def _read_raw_records(self, height: int, count: int) -> list[bytes]:
+        return [r.encode() for r in self._read_records(height, count)]
 
     def _read_node(self, level: int, index: int) -> bytes:
         """A stored node; a missing one is a CorruptionError naming it."""
