@@ -58,9 +58,6 @@ def maybe_propose(r: "Replica", now: int) -> None:
     while r.can_propose():
         seq = r.next_seq()
         parent = parent_tip(r, seq)
-        voted = r.votes.get(("pre_prepare", seq))
-        if parent is None or (voted is not None and voted[0] == r.view):
-            return  # never propose twice for one (view, seq), even after a restart
         records, size, oldest = r.requests.batch(p.batch_max_entries, p.batch_max_bytes)
         if not records:
             return

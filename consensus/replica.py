@@ -101,6 +101,9 @@ class Replica:
         if not self.is_primary() or self.in_vc:
             return False
         seq = self.next_seq()
+        voted = self.votes.get(("pre_prepare", seq))
+        if voted is not None and voted[0] == self.view:
+            return False  # never propose twice for one (view, seq), even after a restart
         return (seq <= self.high_watermark() and seq - self.last_delivered <= self.params.max_in_flight
                 and ordering.parent_tip(self, seq) is not None)
 
@@ -143,7 +146,12 @@ class Replica:
         self._replay = True
 
     def has_work(self) -> bool:
-        return bool(self.requests.pending) or any(s > self.last_delivered for s in self.slots)
+        """Pending requests, or a proposed block not yet delivered.  Slots that hold
+        only votes do not count: a peer's stray prepare must not start our timer."""
+        if self.requests.pending:
+            return True
+        return any(s > self.last_delivered and (slot.pp_bytes is not None or slot.waiting is not None)
+                   for s, slot in self.slots.items())
 
     def deliver(self, block: Block, cert: CommitCertificate, tip: Any) -> None:
         """Emit ``Deliver`` for the next height and update everything that depends on it."""
@@ -279,6 +287,9 @@ class Replica:
             return
         if self.in_vc and self.vc.own is not None:
             self.emit(io.Broadcast(self.vc.own))
+        if self.tip.header is not None and self.last_delivered > self.ckpt.stable_seq:
+            # Restarted exactly at a checkpoint: nobody else may ever see it from us otherwise.
+            checkpoint.on_delivered(self, self.last_delivered, self.tip.header.hash())
         for data in self._restored_pps:
             self._on_message(self.name, data, now, own=True)
         self._restored_pps = []
@@ -315,7 +326,9 @@ class Replica:
         try:
             env = open_envelope(data, self.params.max_message_bytes)
             if env.sender != sender:
-                raise PeerFault("signed by %s" % env.sender, reason="sender_mismatch")
+                if env.kind != "new_view":
+                    raise PeerFault("signed by %s" % env.sender, reason="sender_mismatch")
+                sender = env.sender  # NEW-VIEW is self-certifying and may be relayed by anyone
             if sender not in self.names or (sender == self.name and not own):
                 self.emit(io.Dropped(sender, "not_a_validator"))
                 return

@@ -64,7 +64,7 @@ def issue(r: "Replica", now: int) -> None:
     if st.outstanding is not None:
         return
     if r.validator and r.last_delivered >= st.target:
-        st.peers, st.turn = [], 0
+        st.peers = []
         return
     peer = _peer(r)
     if peer is None:

@@ -113,10 +113,12 @@ def _progress(r: "Replica", now: int) -> None:
         return
     if not r.in_vc:
         return
-    count = sum(1 for v, _, _ in r.vc.votes.values() if v == r.view)
-    if count >= r.q and r.vc.deadline is None:
+    # The timer starts once a quorum is changing views to this view *or a later one*:
+    # replicas scattered over views v and v+1 must not wait for each other forever.
+    changing = sum(1 for v, _, _ in r.vc.votes.values() if v >= r.view)
+    if changing >= r.q and r.vc.deadline is None:
         r.vc.deadline = now + timeout(r)
-    if count >= r.q and r.primary() == r.name:
+    if r.primary() == r.name:
         try_new_view(r, now)
 
 
