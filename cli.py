@@ -72,6 +72,210 @@ def _run_bench_ledger(args: argparse.Namespace) -> int:
                       command=" ".join(["evledger"] + sys.argv[1:]))
 
 
+def _add_run(sub: argparse._SubParsersAction) -> None:
+    run = sub.add_parser(
+        "run",
+        help="run one node in the foreground",
+        description="Run the node configured by CONFIG (a node.toml, see config/node.example.toml) in the "
+        "foreground until SIGTERM or Ctrl-C. A restart continues from the node's data folder. "
+        "A bad configuration exits 2 with a message naming the key.",
+    )
+    run.add_argument("config", metavar="CONFIG", help="the node's node.toml")
+    run.set_defaults(func=_run_node)
+
+
+def _run_node(args: argparse.Namespace) -> int:
+    from runtime.config import ConfigError, load_node
+
+    try:
+        load_node(args.config)  # refuse a bad configuration before the node runtime is even imported
+        import node
+
+        return node.main(args.config)
+    except ConfigError as exc:
+        print("evledger run: %s" % exc, file=sys.stderr)
+        return EXIT_USAGE
+    except ModuleNotFoundError as exc:
+        if exc.name != "node":
+            raise
+        print("evledger run: the node runtime (node.py) is missing from this installation", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+
+
+def _add_cluster(sub: argparse._SubParsersAction) -> None:
+    cluster = sub.add_parser(
+        "cluster",
+        help="lay out, start and stop a whole consortium in one folder",
+        description="A consortium on one machine: DIR/genesis.json, DIR/nodes/NAME/node.toml and node.key, "
+        "DIR/clients/NAME.key (see docs/cli.md).",
+    )
+    verbs = cluster.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+    verbs.required = True
+    init = verbs.add_parser(
+        "init",
+        help="create a consortium: genesis, node configurations and keys",
+        description="Write a new consortium into DIR: N validators (court-node, notary-node, carrier-node, "
+        "bank-node, then validator-5, ...), M observers (observer-1, ...) and the institution clients "
+        "(ecommerce, copyright, arbitration, court, notary, credit-bank, credit-carrier), with fresh keys "
+        "(mode 0600). Node i listens on 127.0.0.1, peer port P+i and API port P+100+i.",
+    )
+    init.add_argument("dir", metavar="DIR", help="folder to create (must be empty or new)")
+    init.add_argument("--validators", type=_positive, default=4, metavar="N", help="validators (default 4)")
+    init.add_argument("--observers", type=_count, default=0, metavar="M", help="observers (default 0)")
+    init.add_argument("--base-port", type=_positive, default=7300, metavar="P",
+                      help="peer ports P+1.., API ports P+101.. (default 7300)")
+    init.add_argument("--chain-id", metavar="ID", help="chain id (default: evledger- and 8 random hex digits)")
+    init.add_argument("--force", action="store_true",
+                      help="replace the consortium in a non-empty DIR (genesis.json, nodes/ with their data, "
+                      "clients/); refused while its nodes run")
+    init.add_argument("--json", action="store_true", help="print the result as JSON on standard output")
+    init.set_defaults(func=_run_cluster_init)
+    up = verbs.add_parser(
+        "up",
+        help="start every node of DIR in the background and wait until all answer",
+        description="Start each node of DIR as its own process (log in DIR/nodes/NAME/node.log, pid in "
+        "node.pid) and wait until every node answers GET /v1/status. If one fails, print its log's tail, "
+        "stop what was started and exit 3.",
+    )
+    up.add_argument("dir", metavar="DIR", help="a folder made by 'evledger cluster init'")
+    up.add_argument("--timeout", type=_seconds, default=30.0, metavar="S",
+                    help="seconds to wait for all nodes to answer (default 30)")
+    up.add_argument("--json", action="store_true",
+                    help='print {"nodes": [{"name", "role", "api", "pid", "config"}], '
+                    '"clients": [{"name", "roles", "key"}]} on standard output')
+    up.set_defaults(func=_run_cluster_up)
+    down = verbs.add_parser(
+        "down",
+        help="stop the nodes of DIR",
+        description="Send SIGTERM to every node of DIR recorded in a pid file (only if that process is "
+        "really the node: its command line names the node's node.toml), wait, then SIGKILL stragglers. "
+        "Exits 0 when nothing was running.",
+    )
+    down.add_argument("dir", metavar="DIR", help="a folder made by 'evledger cluster init'")
+    down.add_argument("--timeout", type=_seconds, default=15.0, metavar="S",
+                      help="seconds to wait after SIGTERM before SIGKILL (default 15)")
+    down.add_argument("--json", action="store_true",
+                      help='print {"stopped", "killed", "not_running", "survivors"} (lists of node names)')
+    down.set_defaults(func=_run_cluster_down)
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text.replace("_", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError("%r is not an integer" % text) from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("must not be negative")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("%r is not a number of seconds" % text) from None
+    if not 0 < value <= 86_400:
+        raise argparse.ArgumentTypeError("must be more than 0 and at most 86400 seconds")
+    return value
+
+
+def _print_json(doc: object) -> None:
+    import json
+
+    print(json.dumps(doc, indent=2, ensure_ascii=False))
+
+
+def _cluster_call(args: argparse.Namespace, call: Callable[[], int]) -> int:
+    from ledger.errors import InputError
+    from runtime.cluster import StartError
+
+    try:
+        return call()
+    except InputError as exc:  # ClusterError, ConfigError: nothing was started
+        print("evledger cluster %s: %s" % (args.action, exc), file=sys.stderr)
+        return EXIT_USAGE
+    except StartError as exc:
+        print("evledger cluster %s: %s" % (args.action, exc), file=sys.stderr)
+        print("last lines of %s:" % exc.log, file=sys.stderr)
+        for line in exc.tail or ["(empty)"]:
+            print("    " + line, file=sys.stderr)
+        print("every node this command started has been stopped", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+
+
+def _run_cluster_init(args: argparse.Namespace) -> int:
+    from runtime import cluster
+
+    def call() -> int:
+        result = cluster.init(args.dir, validators=args.validators, observers=args.observers,
+                              base_port=args.base_port, chain_id=args.chain_id, force=args.force)
+        g = result.genesis
+        nodes = [{"name": n.name, "role": n.role, "api": n.api, "peer": n.peer, "config": str(n.config)}
+                 for n in result.nodes]
+        if args.json:
+            _print_json({"dir": str(result.dir), "chain_id": g.chain_id, "fingerprint": g.fingerprint(),
+                         "genesis": str(result.dir / "genesis.json"), "nodes": nodes,
+                         "clients": [c.to_doc() for c in result.clients]})
+            return EXIT_OK
+        print("created consortium %s in %s" % (g.chain_id, result.dir))
+        print("genesis: %s (fingerprint %s)" % (result.dir / "genesis.json", g.fingerprint()))
+        print("nodes:")
+        for n in result.nodes:
+            print("  %-14s %-9s peer %-15s api %-22s %s" % (n.name, n.role, n.peer, n.api, n.config))
+        print("clients:")
+        for c in result.clients:
+            print("  %-14s %-24s %s" % (c.name, ",".join(c.roles), c.key))
+        print("start it with: evledger cluster up %s" % result.dir)
+        return EXIT_OK
+
+    return _cluster_call(args, call)
+
+
+def _run_cluster_up(args: argparse.Namespace) -> int:
+    import os
+
+    from runtime import cluster
+
+    def call() -> int:
+        command = [sys.executable, os.path.abspath(__file__), "run"]
+        result = cluster.up(args.dir, command=command, timeout=args.timeout,
+                            progress=lambda message: print(message, file=sys.stderr))
+        if args.json:
+            _print_json(result.to_doc())
+            return EXIT_OK
+        print("%d nodes of %s are up (chain %s):" % (len(result.nodes), result.dir, result.genesis.chain_id))
+        for n in result.nodes:
+            print("  %-14s %-9s %-22s pid %d" % (n.name, n.role, n.api, n.pid))
+        print("client keys:")
+        for c in result.clients:
+            print("  %-14s %-24s %s" % (c.name, ",".join(c.roles), c.key))
+        print("stop them with: evledger cluster down %s" % result.dir)
+        return EXIT_OK
+
+    return _cluster_call(args, call)
+
+
+def _run_cluster_down(args: argparse.Namespace) -> int:
+    from runtime import cluster
+
+    def call() -> int:
+        report = cluster.down(args.dir, timeout=args.timeout)
+        if args.json:
+            _print_json(report.to_doc())
+        else:
+            for name in report.stopped:
+                print("%s: stopped" % name)
+            for name in report.killed:
+                print("%s: killed (did not stop within %g s of SIGTERM)" % (name, args.timeout))
+            for name in report.survivors:
+                print("%s: still running after SIGKILL" % name)
+            if not (report.stopped or report.killed or report.survivors):
+                print("no node of %s was running" % args.dir)
+        return EXIT_UNAVAILABLE if report.survivors else EXIT_OK
+
+    return _cluster_call(args, call)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="evledger",
@@ -84,6 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
     sub.required = True
     _add_bench(sub)
+    _add_cluster(sub)
+    _add_run(sub)
     return parser
 
 
