@@ -72,6 +72,72 @@ def _run_bench_ledger(args: argparse.Namespace) -> int:
                       command=" ".join(["evledger"] + sys.argv[1:]))
 
 
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    demo = sub.add_parser(
+        "demo",
+        help="run a local consortium and show one-click evidence retrieval",
+        description="Build a consortium (4 validators: court, notary, carrier, bank; 1 observer) in a "
+        "temporary folder, start each node as its own process on 127.0.0.1, deposit sample evidence, "
+        "verify it by deposit code on another node, print the node URLs and codes, and keep serving "
+        "until Ctrl-C; then stop every process it started.",
+    )
+    demo.add_argument("--once", action="store_true", help="do the tour, stop everything and exit (0 if all went well)")
+    demo.add_argument("--dir", help="build the consortium in this folder (kept afterwards) instead of a temporary one")
+    demo.set_defaults(func=_run_demo)
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from runtime import demo
+
+    return demo.run(args.once, args.dir)
+
+
+def _add_user_verbs(sub: argparse._SubParsersAction) -> None:
+    from runtime import verbs
+
+    deposit = sub.add_parser(
+        "deposit",
+        help="deposit evidence digests (files are hashed locally and never leave this machine)",
+        description="Hash FILEs locally with SHA-256 (and/or take --digest / --digests-file), sign the "
+        "deposits with KEY and submit them in batches; print one deposit code per item.",
+    )
+    deposit.add_argument("files", nargs="*", metavar="FILE", help="files to deposit (only their SHA-256 is sent)")
+    deposit.add_argument("--digest", action="append", metavar="HEX", help="a SHA-256 digest in hex (repeatable)")
+    deposit.add_argument("--digests-file", metavar="F", help="a file with one hex SHA-256 digest a line")
+    deposit.add_argument("--node", required=True, metavar="URL", help="node API base URL, e.g. http://127.0.0.1:7401")
+    deposit.add_argument("--key", required=True, metavar="KEY", help="the depositor's key file (mode 0600)")
+    deposit.add_argument("--category", default="general", help="evidence category (default: general)")
+    deposit.add_argument("--case", help="case number the evidence belongs to")
+    deposit.add_argument("--batch", type=_positive, default=1000, help="items per signed batch (default 1000)")
+    deposit.add_argument("--wait", action="store_true", help="return once every deposit is committed, with heights")
+    deposit.add_argument("--wait-timeout", type=_seconds, default=120.0, metavar="S",
+                         help="give up waiting after S seconds (exit 3; default 120)")
+    deposit.add_argument("--timeout", type=_seconds, default=30.0, metavar="S", help="per-request timeout")
+    deposit.add_argument("--json", action="store_true", help='print [{"digest", "code", "height"}] only')
+    deposit.set_defaults(func=verbs.deposit)
+
+    verify = sub.add_parser(
+        "verify",
+        help="one-click retrieval: show the record of CODE and compare FILE with it",
+        description="Fetch the chain's record for deposit CODE; with FILE, hash it locally and say whether "
+        "it is exactly what was deposited. Exit 0 match (or found), 1 mismatch or not found, "
+        "2 malformed code, 3 node unreachable.",
+    )
+    verify.add_argument("code", metavar="CODE", help="the deposit code, e.g. EV-XXXXX-XXXXX-XXXXX-XXXXX-XXXXX")
+    verify.add_argument("file", nargs="?", metavar="FILE", help="the file to compare (hashed locally)")
+    verify.add_argument("--node", required=True, metavar="URL", help="node API base URL")
+    verify.add_argument("--timeout", type=_seconds, default=30.0, metavar="S", help="per-request timeout")
+    verify.add_argument("--json", action="store_true", help="print the verdict and record as JSON")
+    verify.set_defaults(func=verbs.verify)
+
+    status = sub.add_parser("status", help="height, view, primary and health of a node",
+                            description="Ask a node for its status: height, view, primary, peers, pending.")
+    status.add_argument("--node", required=True, metavar="URL", help="node API base URL")
+    status.add_argument("--timeout", type=_seconds, default=10.0, metavar="S", help="request timeout")
+    status.add_argument("--json", action="store_true", help="print the status document as JSON")
+    status.set_defaults(func=verbs.status)
+
+
 def _add_run(sub: argparse._SubParsersAction) -> None:
     run = sub.add_parser(
         "run",
@@ -89,17 +155,12 @@ def _run_node(args: argparse.Namespace) -> int:
 
     try:
         load_node(args.config)  # refuse a bad configuration before the node runtime is even imported
-        import node
-
-        return node.main(args.config)
     except ConfigError as exc:
         print("evledger run: %s" % exc, file=sys.stderr)
         return EXIT_USAGE
-    except ModuleNotFoundError as exc:
-        if exc.name != "node":
-            raise
-        print("evledger run: the node runtime (node.py) is missing from this installation", file=sys.stderr)
-        return EXIT_UNAVAILABLE
+    import node
+
+    return node.main(args.config)
 
 
 def _add_cluster(sub: argparse._SubParsersAction) -> None:
@@ -287,9 +348,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version="evledger " + __version__)
     sub = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
     sub.required = True
-    _add_bench(sub)
+    _add_demo(sub)
     _add_cluster(sub)
     _add_run(sub)
+    _add_user_verbs(sub)
+    _add_bench(sub)
     return parser
 
 

@@ -245,9 +245,14 @@ def machine() -> dict:
         memory = "%.0f GiB" % (mem_kb / 2**20)
     except (OSError, StopIteration, ValueError):
         memory = "unknown"
-    import plyvel  # noqa: F401 -- only for its version string
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        plyvel_version = version("plyvel")
+    except PackageNotFoundError:
+        plyvel_version = "?"
     return {"cpu": cpu, "cores": os.cpu_count(), "memory": memory, "python": platform.python_version(),
-            "system": platform.platform(), "plyvel": getattr(plyvel, "__version__", "?"),
+            "system": platform.platform(), "plyvel": plyvel_version,
             "date": time.strftime("%Y-%m-%d", time.gmtime())}
 
 

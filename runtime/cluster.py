@@ -46,6 +46,7 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -613,3 +614,22 @@ def _stop(targets: list[tuple[Path, int, subprocess.Popen | None]],
     stopped = [folder.name for folder, _, _ in targets if folder not in needed_kill]
     killed = [folder.name for folder, _, _ in left if folder not in still_alive]
     return stopped, killed, [folder.name for folder in sorted(still_alive)]
+
+
+def free_base_port() -> int:
+    """A base port P such that P..P+9 and P+100..P+109 are free on 127.0.0.1 (for demos and tests)."""
+    for base in [7300] + list(range(17300, 60000, 211)):
+        try:
+            socks = []
+            for port in list(range(base, base + 10)) + list(range(base + 100, base + 110)):
+                s = socket.socket()
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                s.bind(("127.0.0.1", port))
+                socks.append(s)
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no free range of ports on 127.0.0.1")

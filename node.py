@@ -1,0 +1,471 @@
+"""The node: composition root that runs one consortium member's process.
+
+Theory of operation
+-------------------
+Everything with a side effect lives here or at the edges it wires together:
+
+* ``runtime.config.load_node`` gives the validated configuration, genesis and key;
+* ``ledger.leveldb_store.LevelDBStore`` holds the chain (and the replica's votes);
+* ``ledger.chain.LedgerApp`` is the deterministic application consensus orders for;
+* ``consensus.replica.Replica`` is the pure PBFT state machine: the node feeds it
+  events with the current time and carries out the actions it returns, in order
+  (``consensus.io``: ``Persist`` is synced to disk before any later ``Send``);
+* ``runtime.transport.PeerTransport`` carries frames between nodes
+  (``runtime.peerwire`` says what is in them);
+* ``runtime.http_api.Api`` answers clients; ``runtime.pool.DepositPool`` admits
+  their deposits.
+
+All of it runs on one asyncio event loop and one thread; the replica is stepped
+only from the loop, so it needs no locks.  Time given to the replica is wall-clock
+milliseconds (block time is legal deposit time) made non-decreasing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import signal
+import time
+from typing import Any
+
+from aiohttp import web
+
+from consensus import io
+from consensus.auth import Ed25519Auth
+from consensus.errors import AppRejected
+from consensus.params import Params
+from consensus.replica import Replica
+from ledger.block import Block
+from ledger.chain import LedgerApp, Tip
+from ledger.codec import Fields, Limits, decode
+from ledger.errors import DecodeError, InputError
+from ledger.genesis import format_time
+from ledger.leveldb_store import LevelDBStore
+from ledger.model import Deposit, EntryRecord
+from ledger.state import Rules
+from ledger.store import BlockIndex
+from runtime import peerwire
+from runtime.auth import RequestVerifier
+from runtime.config import NodeSetup
+from runtime.http_api import Api, ApiFailure
+from runtime.metrics import Counter, Gauge, Histogram, Registry
+from runtime.pool import DepositPool, PoolFull
+from runtime.transport import PeerTransport
+
+log = logging.getLogger("evledger.node")
+
+VERSION = "0.1.0"
+MAX_REQUEST_RECORDS = 10_000
+FETCH_REPLY_BYTES = 4 * 1024 * 1024
+BODY_LIMITS = Limits(max_bytes=16 * 1024 * 1024, max_bin=4 * 1024 * 1024, max_array=10_000)
+
+
+class _ConsensusApp:
+    """Adapts ``LedgerApp`` to the replica: ledger errors become ``AppRejected``, tips are kept for delivery."""
+
+    def __init__(self, app: LedgerApp):
+        self.inner = app
+        self.tips: dict[bytes, Tip] = {}
+
+    def build(self, parent: Tip, records, timestamp: int, view: int, proposer: str):
+        block, tip = self.inner.build(parent, records, timestamp, view, proposer)
+        self.tips[block.header.hash()] = tip
+        return block, tip
+
+    def validate(self, parent: Tip, block: Block) -> Tip:
+        try:
+            tip = self.inner.validate(parent, block)
+        except InputError as exc:
+            raise AppRejected(str(exc), reason=exc.reason) from None
+        self.tips[block.header.hash()] = tip
+        return tip
+
+    def forget_up_to(self, height: int) -> None:
+        for key in [k for k, tip in self.tips.items() if tip.height <= height]:
+            del self.tips[key]
+
+
+def consensus_params(genesis) -> Params:
+    c = genesis.consensus
+    return Params(batch_max_entries=c.batch_max_entries, batch_max_bytes=c.batch_max_bytes,
+                  batch_delay_ms=c.batch_delay_ms, checkpoint_interval=c.checkpoint_interval,
+                  watermark_window=c.watermark_window, view_change_timeout_ms=c.view_change_timeout_ms,
+                  max_clock_skew_ms=c.max_clock_skew_ms)
+
+
+class Node:
+    """One member's node.  Construct (no I/O), then ``await start()`` / ``await stop()``."""
+
+    def __init__(self, setup: NodeSetup):
+        self.setup = setup
+        self.config = setup.config
+        self.genesis = setup.genesis
+        self.name = self.config.name
+        self.chain_id = self.genesis.chain_id
+        self.validators = self.genesis.validator_set()
+        self.role = "validator" if self.name in self.validators.names else "observer"
+        self.registry = Registry()
+        self.verifier = RequestVerifier.from_genesis(self.genesis, replay_capacity=self.config.pool.replay_capacity)
+        self.store: LevelDBStore | None = None
+        self.replica: Replica | None = None
+        self.transport: PeerTransport | None = None
+        self._runner: web.AppRunner | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._last_now = 0
+        self._stopping = asyncio.Event()
+        self._metrics()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        self.store = LevelDBStore.open(self.config.data_dir / "chain")
+        rules = Rules.from_genesis(self.genesis)
+        ledger_app = LedgerApp(rules, self.store, self.validators.hash())
+        self.app = _ConsensusApp(ledger_app)
+        self.pool = DepositPool(rules, self.store, self._height_of_code, max_pending=self.config.pool.max_pending,
+                                per_client=self.config.pool.per_client_pending)
+        key = self.setup.key if self.role == "validator" else None
+        self.replica = Replica(self.name, Ed25519Auth(self.chain_id, self.validators, key), self.app,
+                               ledger_app.tip_of_store(), consensus_params(self.genesis),
+                               persisted=self.store.replica_state())
+        self.transport = self._make_transport()
+        await self.transport.start()
+        api = Api(self, public_rate_per_s=self.config.api.public_rate_per_s,
+                  max_body_bytes=self.config.api.max_body_bytes)
+        self._runner = web.AppRunner(api.app(), access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.config.api.listen.host, self.config.api.listen.port,
+                           reuse_address=True)
+        await site.start()
+        self.step(io.Started())
+        log.info("node %s (%s) serving chain %s at height %d on http://%s:%d", self.name, self.role,
+                 self.chain_id, self.store.head().height, self.config.api.listen.host, self.config.api.listen.port)
+
+    async def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self.transport is not None:
+            await self.transport.close()
+        if self.store is not None:
+            self.store.close()
+        log.info("node %s stopped", self.name)
+
+    def _make_transport(self) -> PeerTransport:
+        nodes = {m.name: m for m in self.genesis.members if m.node is not None}
+        members = {name: m.public_key for name, m in nodes.items()}
+        # Validators dial the other validators; observers dial every validator.
+        peers = {name: _address(m.node.peer) for name, m in nodes.items()
+                 if name != self.name and name in self.validators.names}
+        listen = (self.config.peer.listen.host, self.config.peer.listen.port)
+        # Generous idle timeout: a node busy with a large block must not lose its links.
+        return PeerTransport(self.name, self.setup.key, self.chain_id, members, listen, peers, self._on_frame,
+                             heartbeat_interval=2.0, idle_timeout=20.0, max_frame=32 * 1024 * 1024,
+                             queue_bytes=256 * 1024 * 1024)
+
+    # ------------------------------------------------------------------ the replica
+
+    def now_ms(self) -> int:
+        self._last_now = max(self._last_now, int(time.time() * 1000))
+        return self._last_now
+
+    def step(self, event: Any) -> None:
+        actions = self.replica.step(event, self.now_ms())
+        for action in actions:
+            self._execute(action)
+
+    def _execute(self, action: Any) -> None:
+        kind = type(action)
+        if kind is io.Persist:
+            self.store.persist(action.writes)
+        elif kind is io.Send:
+            self.transport.send(action.to, peerwire.consensus(action.data))
+        elif kind is io.Broadcast:
+            frame = peerwire.consensus(action.data)
+            for name in self.validators.names:
+                if name != self.name:
+                    self.transport.send(name, frame)
+        elif kind is io.Deliver:
+            self._deliver(action.block, action.certificate)
+        elif kind is io.Fetch:
+            self.transport.send(action.peer, peerwire.fetch(action.from_height, action.to_height))
+        elif kind is io.SetTimer:
+            self._set_timer(action.deadline)
+        elif kind is io.RequestDropped:
+            self.pool.remove(action.request_id)
+            self.m_dropped_requests.inc(action.reason)
+        elif kind is io.ViewChanged:
+            self.m_view_changes.inc()
+            log.info("view %d, primary %s", action.view, action.primary)
+        elif kind in (io.Suspect, io.Dropped):
+            self.m_peer_faults.inc(kind.__name__.lower(), action.reason)
+            if kind is io.Suspect:
+                log.warning("peer %s suspected: %s", action.peer, action.reason)
+
+    def _set_timer(self, deadline: int | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if deadline is not None:
+            delay = max(0.0, (deadline - self.now_ms()) / 1000)
+            self._timer = asyncio.get_running_loop().call_later(delay, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self.step(io.TimerFired())
+
+    def _deliver(self, block: Block, certificate) -> None:
+        key = block.header.hash()
+        tip = self.app.tips.get(key)
+        if tip is None:  # not seen by build/validate in this process (cannot happen: the replica validates first)
+            tip = self.app.inner.validate(self.app.inner.tip_of_store(), block)
+        start = time.perf_counter()
+        self.store.append(block, certificate, BlockIndex.from_effects(block.header.height, tip.effects))
+        self.m_append.observe(time.perf_counter() - start)
+        self.app.forget_up_to(block.header.height)
+        items = 0
+        for record in block.records:
+            self.pool.remove(record.entry.leaf_hash())
+            items += record.entry.body.item_count if isinstance(record.entry.body, Deposit) else 1
+        self.m_commits.inc()
+        self.m_items.inc(by=items)
+
+    # ------------------------------------------------------------------ peers
+
+    def _on_frame(self, sender: str, frame: bytes) -> None:
+        try:
+            kind, body = peerwire.split(frame)
+            if kind == peerwire.CONSENSUS:
+                self.step(io.MessageReceived(sender, body))
+            elif kind == peerwire.REQUESTS:
+                self._on_forwarded(peerwire.parse_requests(body))
+            elif kind == peerwire.FETCH:
+                self._on_fetch(sender, *peerwire.parse_fetch(body))
+            elif kind == peerwire.BLOCKS:
+                self.step(io.FetchResult(sender, tuple(peerwire.parse_blocks(body))))
+        except DecodeError as exc:
+            self.m_peer_faults.inc("malformed", exc.reason)
+            log.warning("malformed frame from %s: %s", sender, exc)
+
+    def _on_forwarded(self, records: list[EntryRecord]) -> None:
+        if self.role != "validator":
+            return
+        now = self.now_ms()
+        for record in records:
+            if self.pool.add_forwarded(record, now):
+                self.step(io.ClientRequest(record))
+            else:
+                self.m_dropped_requests.inc("forwarded_invalid_or_full")
+
+    def _on_fetch(self, sender: str, low: int, high: int) -> None:
+        head = self.store.head().height
+        parts, size = [], 0
+        for height in range(low, min(high, head) + 1):
+            records = self.store.raw_records(height)
+            parts.append((self.store.header(height).wire(), records, self.store.certificate(height).wire()))
+            size += sum(map(len, records))
+            if size > FETCH_REPLY_BYTES:
+                break
+        self.transport.send(sender, peerwire.blocks_raw(parts))
+
+    # ------------------------------------------------------------------ service for the HTTP API
+
+    def status(self) -> dict:
+        head = self.store.head()
+        return {"node": self.name, "role": self.role, "chain_id": self.chain_id, "height": head.height,
+                "view": self.replica.view, "primary": self.replica.primary(),
+                "last_block_hash": head.header_hash.hex(), "history_size": head.history_size,
+                "pending": len(self.pool), "peers_connected": sorted(self.transport.connected()),
+                "version": VERSION, "genesis_fingerprint": self.genesis.fingerprint()}
+
+    def submit_deposits(self, body: bytes, content_type: str, caller: str) -> tuple[int, dict]:
+        records = _decode_deposit_request(body, content_type)
+        for i, record in enumerate(records):
+            if record.entry.signer != caller or not isinstance(record.entry.body, Deposit):
+                raise ApiFailure(403, "not_permitted", "record %d is not a deposit signed by %s" % (i, caller))
+        try:
+            outcomes = self.pool.admit(records, self.now_ms())
+        except PoolFull as full:
+            status = 429 if full.per_client else 503
+            raise ApiFailure(status, "busy" if status == 503 else "rate_limited", str(full),
+                             retry_after=full.retry_after_s) from None
+        rejected = [o for o in outcomes if o.state == "rejected"]
+        if rejected:
+            first = rejected[0]
+            raise ApiFailure(403 if first.error.reason in ("not_permitted", "unknown_member") else 400,
+                             first.error.reason, "record %d: %s" % (outcomes.index(first), first.error))
+        fresh = [o.record for o in outcomes if o.state == "new"]
+        if fresh:
+            if self.role == "validator":
+                for record in fresh:
+                    self.step(io.ClientRequest(record))
+            self.transport.broadcast(peerwire.requests(fresh))
+        deposits = []
+        for o in outcomes:
+            items = o.record.items
+            for code, item, height in zip(o.codes, items, o.heights or [None] * len(items)):
+                deposits.append({"code": str(code), "digest": item.digest.hex(),
+                                 "state": "committed" if o.state == "committed" else "pending", "height": height})
+        all_committed = all(o.state == "committed" for o in outcomes)
+        return (200 if all_committed else 202), {"deposits": deposits}
+
+    def _height_of_code(self, code_key: bytes) -> int | None:
+        loc = self.store.locate(code_key)
+        return None if loc is None else loc.height
+
+    def deposit_view(self, code_key: bytes) -> dict:
+        loc = self.store.locate(code_key)
+        if loc is None:
+            if self.pool.state_of(code_key) == "pending":
+                return {"code": _printed(code_key), "state": "pending", "height": None}
+            raise ApiFailure(404, "not_found", "no deposit with this code on chain %s" % self.chain_id)
+        record = self.store.record(loc.height, loc.entry_index)
+        header = self.store.header(loc.height)
+        item = record.items[loc.item_index]
+        member = self.genesis.member(record.entry.signer)
+        return {"code": _printed(code_key), "state": "committed", "digest": item.digest.hex(),
+                "sm3": None if item.sm3 is None else item.sm3.hex(), "category": item.category, "case": item.case,
+                "deposited_at": format_time(header.timestamp), "deposited_at_ms": header.timestamp,
+                "height": loc.height, "depositor": record.entry.signer,
+                "depositor_name": member.display_name if member else record.entry.signer,
+                "public_meta": dict(item.public_meta)}
+
+    def verify(self, code_key: bytes, digest: bytes) -> dict:
+        view = self.deposit_view(code_key)
+        if view["state"] != "committed":
+            raise ApiFailure(404, "not_found", "this deposit is not committed yet")
+        return {"match": view["digest"] == digest.hex(), "code": view["code"], "height": view["height"],
+                "deposited_at": view["deposited_at"], "depositor": view["depositor"], "category": view["category"]}
+
+    def block_view(self, height: int) -> dict:
+        block = self.store.block(height) if height >= 1 else None
+        if block is None:
+            raise ApiFailure(404, "not_found", "no block at height %d (head is %d)" % (height,
+                                                                                      self.store.head().height))
+        cert = self.store.certificate(height)
+        h = block.header
+        return {"header": {"chain_id": h.chain_id, "height": h.height, "prev_hash": h.prev_hash.hex(),
+                           "entries_root": h.entries_root.hex(), "entry_count": h.entry_count,
+                           "history_size": h.history_size, "history_root": h.history_root.hex(),
+                           "timestamp": h.timestamp, "view": h.view, "proposer": h.proposer,
+                           "validator_set_hash": h.validator_set_hash.hex(), "hash": h.hash().hex()},
+                "entries": [base64.b64encode(r.entry.encode()).decode() for r in block.records],
+                "certificate": {"header_hash": cert.header_hash.hex(),
+                                "signatures": [{"validator": n, "signature": s.hex()} for n, s in cert.signatures]}}
+
+    # ------------------------------------------------------------------ metrics
+
+    def _metrics(self) -> None:
+        reg = self.registry
+        head = lambda: self.store.head() if self.store is not None and not self.store.closed else None  # noqa: E731
+        reg.add(Gauge("evledger_height", "height of the last committed block",
+                      lambda: head().height if head() else 0))
+        reg.add(Gauge("evledger_view", "current PBFT view", lambda: self.replica.view if self.replica else 0))
+        reg.add(Gauge("evledger_pending_items", "deposit items waiting for commit",
+                      lambda: len(self.pool) if hasattr(self, "pool") else 0))
+        reg.add(Gauge("evledger_peers_connected", "peer connections up",
+                      lambda: len(self.transport.connected()) if self.transport else 0))
+        self.m_commits = reg.add(Counter("evledger_blocks_committed_total", "blocks committed by this node"))
+        self.m_items = reg.add(Counter("evledger_items_committed_total", "deposit items and entries committed"))
+        self.m_view_changes = reg.add(Counter("evledger_view_changes_total", "views entered"))
+        self.m_dropped_requests = reg.add(Counter("evledger_requests_dropped_total", "client requests dropped",
+                                                  ("reason",)))
+        self.m_peer_faults = reg.add(Counter("evledger_peer_messages_refused_total", "peer messages refused",
+                                             ("kind", "reason")))
+        self.m_append = reg.add(Histogram("evledger_block_append_seconds", "store append of a committed block"))
+
+
+def _address(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def _printed(code_key: bytes) -> str:
+    from ledger.codes import DepositCode
+
+    return str(DepositCode.from_compact(code_key.decode("ascii")))
+
+
+def _decode_deposit_request(body: bytes, content_type: str) -> list[EntryRecord]:
+    try:
+        if content_type == "application/msgpack":
+            fields = Fields("deposit_request", decode(body, BODY_LIMITS), 3)
+            fields.header("deposit-request", 1)
+            wires = fields.list("records", MAX_REQUEST_RECORDS)
+            return [EntryRecord.from_wire(r, "deposit_request.records[%d]" % i) for i, r in enumerate(wires)]
+        if content_type == "application/json":
+            return _decode_json_deposits(body)
+    except DecodeError as exc:
+        raise ApiFailure(400, "malformed_request", str(exc)) from None
+    raise ApiFailure(415, "unsupported_media_type", "send application/msgpack or application/json")
+
+
+def _decode_json_deposits(body: bytes) -> list[EntryRecord]:
+    import binascii
+    import json
+
+    try:
+        doc = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DecodeError("body is not valid JSON: %s" % exc) from None
+    if not isinstance(doc, dict) or set(doc) != {"records"} or not isinstance(doc["records"], list):
+        raise DecodeError('expected {"records": [base64 of an encoded entry record, ...]}')
+    if len(doc["records"]) > MAX_REQUEST_RECORDS:
+        raise DecodeError("at most %d records per request" % MAX_REQUEST_RECORDS)
+    out = []
+    for i, text in enumerate(doc["records"]):
+        try:
+            raw = base64.b64decode(text, validate=True) if isinstance(text, str) else None
+        except (binascii.Error, ValueError):
+            raw = None
+        if raw is None:
+            raise DecodeError("records[%d]: not standard base64" % i)
+        out.append(EntryRecord.decode(raw, BODY_LIMITS))
+    return out
+
+
+async def serve(setup: NodeSetup) -> int:
+    """Run a node until SIGTERM or SIGINT; return the process exit code."""
+    node = Node(setup)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await node.start()
+    except Exception:
+        await node.stop()
+        raise
+    await stop.wait()
+    await node.stop()
+    return 0
+
+
+def main(config_path: str) -> int:
+    """``evledger run CONFIG``."""
+    from runtime.config import load_node
+
+    setup = load_node(config_path)
+    _configure_logging(setup.config.log.level, setup.config.log.json)
+    try:
+        return asyncio.run(serve(setup))
+    except OSError as exc:  # a port in use, a data folder we may not write...
+        log.error("node %s cannot start: %s", setup.config.name, exc)
+        return 3
+
+
+def _configure_logging(level: str, as_json: bool) -> None:
+    import json
+
+    class _Json(logging.Formatter):
+        def format(self, record: logging.LogRecord) -> str:
+            return json.dumps({"time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"), "level": record.levelname.lower(),
+                               "logger": record.name, "message": record.getMessage()}, ensure_ascii=False)
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(_Json() if as_json else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())

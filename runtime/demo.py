@@ -1,0 +1,141 @@
+"""``evledger demo``: a whole consortium on this machine, and the tour a newcomer needs.
+
+Builds a consortium (4 validators run by a court, a notary, a carrier and a bank,
+plus an observer) in a temporary folder, starts every node as its own process on
+127.0.0.1 with its own LevelDB, deposits sample evidence as two platforms would,
+then does what a litigant does: one-click retrieval by deposit code with the file
+in hand, on a different node than the one that took the deposit — a match, a
+tampered copy that does not match, and a mistyped code reported as a typo.
+It prints what a person needs (node URLs, codes) and keeps serving until Ctrl-C
+(``--once``: exits after the tour), then stops every process it started.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from ledger.codes import parse_code
+from ledger.crypto import load_key_file
+from ledger.errors import CodeError
+from services.client import ClientError, EvledgerClient, build_deposits, hash_file
+
+from . import cluster
+
+SAMPLES = {
+    "ecommerce": [
+        ("order-20261128-0001.json", "ecommerce-order",
+         '{"order": "20261128-0001", "buyer": "王某", "item": "笔记本电脑", "amount_cny": 6999}\n'),
+        ("chat-record.txt", "chat-record", "买家: 收到的商品与描述不符。\n卖家: 请提供照片。\n"),
+    ],
+    "copyright": [
+        ("artwork-sunrise.txt", "copyright", "《日出》 原创摄影作品 — 作者: 李某 — 2026-11-01\n"),
+        ("license-agreement.txt", "e-contract", "著作权许可使用合同\n甲方: 李某\n乙方: 某网络科技有限公司\n"),
+    ],
+}
+
+
+def _say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def _deposit_samples(consortium: cluster.Cluster, evidence: Path) -> list[dict]:
+    keys = {c.name: c.key for c in consortium.clients}
+    node = consortium.nodes[1].api  # the notary's node takes the deposits
+    out = []
+    for client_name, samples in SAMPLES.items():
+        identity = load_key_file(keys[client_name])
+        with EvledgerClient(node, key_file=identity) as client:
+            for filename, category, text in samples:
+                path = evidence / filename
+                path.write_text(text, encoding="utf-8")
+                digest = hash_file(path)
+                records = build_deposits([digest], identity.name, identity.key, client.chain_id,
+                                         category=category)
+                result = client.deposit(records)[0]
+                out.append({"file": path, "category": category, "client": client_name, **result})
+        with EvledgerClient(node) as client:
+            heights = client.wait_committed([r["code"] for r in out if r["client"] == client_name], timeout=30)
+        for r in out:
+            if r["code"] in heights:
+                r["height"] = heights[r["code"]]
+    return out
+
+
+def _retrieve(consortium: cluster.Cluster, deposits: list[dict], evidence: Path) -> bool:
+    """One-click retrieval on the observer (not the node that took the deposits)."""
+    api = consortium.nodes[-1].api
+    ok = True
+    with EvledgerClient(api) as client:
+        first = deposits[0]
+        answer = client.verify(first["code"], hash_file(first["file"]))
+        _say("  %s + %s -> %s (block %s, deposited %s by %s)" % (
+            first["code"], first["file"].name, "MATCH" if answer["match"] else "MISMATCH", answer["height"],
+            answer["deposited_at"], answer["depositor"]))
+        ok &= answer["match"] is True
+        tampered = evidence / ("tampered-" + first["file"].name)
+        tampered.write_bytes(first["file"].read_bytes().replace(b"6999", b"699"))
+        answer = client.verify(first["code"], hash_file(tampered))
+        _say("  %s + %s -> %s" % (first["code"], tampered.name, "MATCH" if answer["match"] else "MISMATCH"))
+        ok &= answer["match"] is False
+    typo = first["code"][:-1] + ("0" if first["code"][-1] != "0" else "1")
+    try:
+        parse_code(typo)
+        _say("  %s -> unexpectedly accepted" % typo)
+        ok = False
+    except CodeError as exc:
+        _say("  %s -> MALFORMED CODE: %s" % (typo, exc))
+    return ok
+
+
+def run(once: bool, folder: str | None = None) -> int:
+    root = Path(folder) if folder else Path(tempfile.mkdtemp(prefix="evledger-demo-"))
+    keep = folder is not None
+    started = False
+    try:
+        base = cluster.free_base_port()
+        _say("evledger demo: a local consortium in %s" % root)
+        consortium = cluster.init(root / "consortium", validators=4, observers=1, base_port=base, force=True)
+        consortium = cluster.up(consortium.dir, progress=lambda m: _say("  " + m), timeout=60)
+        started = True
+        for n in consortium.nodes:
+            _say("  %-14s %-9s %s" % (n.name, n.role, n.api))
+        evidence = root / "evidence"
+        evidence.mkdir(exist_ok=True)
+        _say("\ndepositing sample evidence (hashed locally: files never leave this machine)")
+        deposits = _deposit_samples(consortium, evidence)
+        for d in deposits:
+            _say("  %s  %-16s %-22s block %s" % (d["code"], d["category"], d["file"].name, d.get("height")))
+        _say("\none-click evidence retrieval on %s (another institution's node)" % consortium.nodes[-1].name)
+        ok = _retrieve(consortium, deposits, evidence)
+        _say("\ntry it yourself:\n  evledger verify %s %s --node %s\n  evledger status --node %s"
+             % (deposits[0]["code"], deposits[0]["file"], consortium.nodes[0].api, consortium.nodes[0].api))
+        if not ok:
+            _say("\nthe tour found a problem (see above)")
+            return 1
+        if once:
+            return 0
+        _say("\nserving until Ctrl-C ...")
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        _say("\nstopping")
+        return 0
+    except (cluster.StartError, cluster.ClusterError) as exc:
+        print("evledger demo: %s" % exc, file=sys.stderr)
+        return 3
+    except ClientError as exc:
+        print("evledger demo: a node did not answer as expected: %s" % exc, file=sys.stderr)
+        return 3
+    finally:
+        if started:
+            report = cluster.down(root / "consortium")
+            _say("stopped %d node processes" % (len(report.stopped) + len(report.killed)))
+        if not keep:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+__all__ = ["run"]

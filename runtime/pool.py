@@ -1,0 +1,159 @@
+"""Admission of client deposits in front of consensus: pre-checked, bounded, fair.
+
+Theory of operation
+-------------------
+A deposit reaches consensus only after this node has checked it against the chain
+state as it stands (``ledger.state.check_record``: member, role, limits, time
+window, category, signature, not already on chain).  That matters for liveness,
+not only for cost: every validator keeps the requests it has been given and
+starts a view-change timer if they are not ordered; a request the primary would
+rightly refuse must never sit in a backup's queue.
+
+The pool counts *items* (digests) pending per client and in total.  A client over
+its quota, or a full node, is told to come back later (HTTP 429 / 503 with
+``Retry-After``) instead of the node growing without bound.  Items leave the pool
+when the block that holds them is delivered (``committed``) or when consensus
+refuses them (``dropped``).
+
+Outcomes per record, in request order: ``pending`` (admitted now or earlier and
+not yet committed), ``committed`` (a resubmission of a deposit already on chain:
+same codes, its height), or a rejection with the state layer's reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+from ledger.codes import DepositCode
+from ledger.errors import EntryRejected
+from ledger.model import Deposit, EntryRecord
+from ledger.state import Rules, check_record, deposit_codes
+
+
+class PoolFull(Exception):
+    """The node or this client has too much pending; retry after ``retry_after_s``."""
+
+    def __init__(self, message: str, *, per_client: bool, retry_after_s: int = 1):
+        super().__init__(message)
+        self.per_client = per_client
+        self.retry_after_s = retry_after_s
+
+
+@dataclass
+class Outcome:
+    """What happened to one submitted record."""
+
+    record: EntryRecord
+    codes: list[DepositCode]
+    state: str  # "pending", "committed" or "rejected"
+    heights: list[int | None] = field(default_factory=list)
+    error: EntryRejected | None = None
+
+
+@dataclass
+class _Pending:
+    client: str
+    codes: tuple[bytes, ...]
+    items: int
+
+
+class DepositPool:
+    """Pending deposits of one node.  Not thread-safe: used from the event loop only."""
+
+    def __init__(self, rules: Rules, store, locate_height: Callable[[bytes], int | None], *,
+                 max_pending: int, per_client: int):
+        self.rules, self.store, self.locate_height = rules, store, locate_height
+        self.max_pending, self.per_client = max_pending, per_client
+        self.by_request: dict[bytes, _Pending] = {}  # entry leaf hash -> pending record
+        self.by_code: dict[bytes, bytes] = {}  # code key -> entry leaf hash
+        self.client_items: dict[str, int] = {}
+        self.items = 0
+
+    def __len__(self) -> int:
+        return self.items
+
+    def state_of(self, code_key: bytes) -> str | None:
+        return "pending" if code_key in self.by_code else None
+
+    def check(self, records: Sequence[EntryRecord], now_ms: int) -> list[Outcome]:
+        """Check records without admitting them (no quota change)."""
+        return [self._check_one(record, now_ms) for record in records]
+
+    def _check_one(self, record: EntryRecord, now_ms: int) -> Outcome:
+        rid = record.entry.leaf_hash()
+        codes = deposit_codes(self.rules.chain_id, record) if isinstance(record.entry.body, Deposit) else []
+        if rid in self.by_request:
+            return Outcome(record, codes, "pending", [None] * len(codes))
+        try:
+            check_record(self.rules, self.store, record, now_ms)
+        except EntryRejected as err:
+            if err.reason == "already_deposited" and codes and all(self.store.has_code(c.key) for c in codes):
+                return Outcome(record, codes, "committed", [self.locate_height(c.key) for c in codes])
+            return Outcome(record, codes, "rejected", error=err)
+        return Outcome(record, codes, "new", [None] * len(codes))
+
+    def admit(self, records: Sequence[EntryRecord], now_ms: int) -> list[Outcome]:
+        """Check and admit ``records``; raise :class:`PoolFull` (admitting none) if they do not fit.
+
+        Returns one :class:`Outcome` per record; those whose state is ``new`` are
+        now pending (their state is reported as ``pending``) and must be handed to
+        consensus by the caller.
+        """
+        outcomes = self.check(records, now_ms)
+        fresh = [o for o in outcomes if o.state == "new"]
+        demand: dict[str, int] = {}
+        for o in fresh:
+            demand[o.record.entry.signer] = demand.get(o.record.entry.signer, 0) + _items(o.record)
+        total = sum(demand.values())
+        if self.items + total > self.max_pending:
+            raise PoolFull("the node has %d items pending (limit %d)" % (self.items, self.max_pending),
+                           per_client=False)
+        for client, count in demand.items():
+            if self.client_items.get(client, 0) + count > self.per_client:
+                raise PoolFull("client %s has %d items pending (limit %d)"
+                               % (client, self.client_items.get(client, 0), self.per_client), per_client=True)
+        for o in fresh:
+            self._add(o.record, o.codes)
+        return outcomes
+
+    def _add(self, record: EntryRecord, codes: list[DepositCode]) -> None:
+        rid = record.entry.leaf_hash()
+        if rid in self.by_request:
+            return
+        items = _items(record)
+        pending = _Pending(record.entry.signer, tuple(c.key for c in codes), items)
+        self.by_request[rid] = pending
+        for key in pending.codes:
+            self.by_code[key] = rid
+        self.client_items[pending.client] = self.client_items.get(pending.client, 0) + items
+        self.items += items
+
+    def add_forwarded(self, record: EntryRecord, now_ms: int) -> bool:
+        """Admit a record another node forwarded; ``False`` if it is invalid or does not fit."""
+        outcome = self._check_one(record, now_ms)
+        if outcome.state != "new":
+            return outcome.state == "pending"
+        if self.items + _items(record) > self.max_pending:
+            return False
+        self._add(record, outcome.codes)
+        return True
+
+    def remove(self, request_id: bytes) -> None:
+        """The record left consensus (delivered in a block, or refused)."""
+        pending = self.by_request.pop(request_id, None)
+        if pending is None:
+            return
+        for key in pending.codes:
+            self.by_code.pop(key, None)
+        left = self.client_items.get(pending.client, 0) - pending.items
+        if left > 0:
+            self.client_items[pending.client] = left
+        else:
+            self.client_items.pop(pending.client, None)
+        self.items -= pending.items
+
+
+def _items(record: EntryRecord) -> int:
+    body = record.entry.body
+    return body.item_count if isinstance(body, Deposit) else 1

@@ -1,0 +1,248 @@
+"""The user verbs of the CLI: ``deposit``, ``verify``, ``status`` (CONTRACT section 4).
+
+Each verb takes parsed arguments, talks to a node through the SDK
+(``services.client``), prints for a person (or one JSON document with
+``--json``) and returns the contracted exit code: 0 success or match, 1 verified
+and NOT matching / NOT valid, 2 bad usage or bad input, 3 node unreachable or
+failing.  Progress goes to standard error, and only when it is a terminal.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from ledger.codes import parse_code
+from ledger.crypto import load_key_file
+from ledger.errors import CodeError, InputError
+from services.client import ApiError, ClientError, CommitTimeout, EvledgerClient, Unreachable, build_deposits, \
+    codes_of, hash_file
+
+EXIT_OK, EXIT_NOT_VALID, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
+SUBMIT_CHUNK = 10_000  # items per progress step
+
+
+class Progress:
+    """``label: done/total`` on standard error, redrawn in place, only on a terminal."""
+
+    def __init__(self, label: str, total: int, stream=None):
+        self.label, self.total = label, total
+        self.stream = stream or sys.stderr
+        self.enabled = self.stream.isatty() and total > 0
+        self.last = 0.0
+
+    def update(self, done: int) -> None:
+        now = time.monotonic()
+        if self.enabled and (now - self.last > 0.1 or done >= self.total):
+            self.last = now
+            width = 30
+            filled = width * done // self.total
+            self.stream.write("\r%s [%s%s] %d/%d" % (self.label, "#" * filled, "." * (width - filled), done,
+                                                      self.total))
+            if done >= self.total:
+                self.stream.write("\n")
+            self.stream.flush()
+
+
+def err(message: str) -> None:
+    print("evledger: " + message, file=sys.stderr)
+
+
+def api_exit(exc: ClientError) -> int:
+    """Report a client error and return its exit code."""
+    if isinstance(exc, Unreachable):
+        err("node unreachable: %s" % exc)
+        return EXIT_UNAVAILABLE
+    if isinstance(exc, ApiError):
+        err("%s: %s" % (exc.code, exc))
+        return EXIT_UNAVAILABLE if exc.status >= 500 else EXIT_USAGE
+    err(str(exc))
+    return EXIT_UNAVAILABLE
+
+
+# ----------------------------------------------------------------------- deposit
+
+def _digests(files: Sequence[str], hexes: Sequence[str], digests_file: str | None) -> list[tuple[bytes, str]]:
+    """``(digest, label)`` for every item, in order: files, then --digest, then --digests-file."""
+    out: list[tuple[bytes, str]] = []
+    progress = Progress("hashing", len(files))
+    for i, name in enumerate(files):
+        path = Path(name)
+        if not path.is_file():
+            raise InputError("%s is not a readable file" % name)
+        out.append((hash_file(path), name))
+        progress.update(i + 1)
+    lines: Iterable[tuple[str, str]] = (("--digest", h) for h in hexes)
+    if digests_file:
+        try:
+            text = Path(digests_file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputError("cannot read %s: %s" % (digests_file, exc)) from None
+        lines = [*lines, *(("%s:%d" % (digests_file, n), line.strip()) for n, line in
+                           enumerate(text.splitlines(), 1) if line.strip() and not line.startswith("#"))]
+    for where, value in lines:
+        value = value.lower()
+        if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
+            raise InputError("%s: %r is not a SHA-256 digest (64 hex characters)" % (where, value[:70]))
+        out.append((bytes.fromhex(value), where))
+    if not out:
+        raise InputError("nothing to deposit: give files, --digest or --digests-file")
+    return out
+
+
+def deposit(args: Any) -> int:
+    try:
+        identity = load_key_file(args.key)
+        items = _digests(args.files, args.digest or [], args.digests_file)
+    except InputError as exc:
+        err(str(exc))
+        return EXIT_USAGE
+    client = EvledgerClient(args.node, key_file=identity, timeout=args.timeout)
+    try:
+        chain_id = client.chain_id
+        records = build_deposits([d for d, _ in items], identity.name, identity.key, chain_id,
+                                 category=args.category, case=args.case, batch_size=args.batch)
+        results = _submit(client, records)
+        if args.wait:
+            _wait(client, records, chain_id, results, args.wait_timeout)
+    except CommitTimeout as exc:
+        err(str(exc))
+        return EXIT_UNAVAILABLE
+    except InputError as exc:
+        err(str(exc))
+        return EXIT_USAGE
+    except ClientError as exc:
+        return api_exit(exc)
+    finally:
+        client.close()
+    _print_deposits(results, [label for _, label in items], args.json)
+    return EXIT_OK
+
+
+def _submit(client: EvledgerClient, records: list) -> list[dict]:
+    total = sum(r.entry.body.item_count for r in records)
+    progress = Progress("depositing", total)
+    results: list[dict] = []
+    chunk: list = []
+    for record in records + [None]:
+        if record is not None:
+            chunk.append(record)
+        size = sum(r.entry.body.item_count for r in chunk)
+        if chunk and (record is None or size >= SUBMIT_CHUNK):
+            results.extend(client.deposit(chunk))
+            progress.update(len(results))
+            chunk = []
+    return results
+
+
+def _wait(client: EvledgerClient, records: list, chain_id: str, results: list[dict], timeout: float) -> None:
+    """Wait for one code per record (a record commits as a whole) and fill in every height."""
+    firsts = [str(codes_of(r, chain_id)[0]) for r in records]
+    heights = client.wait_committed(firsts, timeout=timeout)
+    i = 0
+    for record, first in zip(records, firsts):
+        for _ in range(record.entry.body.item_count):
+            results[i]["height"] = heights[first]
+            results[i]["state"] = "committed"
+            i += 1
+
+
+def _print_deposits(results: list[dict], labels: list[str], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps([{"digest": r["digest"], "code": r["code"], "height": r.get("height")} for r in results]))
+        return
+    for result, label in zip(results, labels):
+        where = "height %d" % result["height"] if result.get("height") else result["state"]
+        print("%s  %s  %s  (%s)" % (result["code"], result["digest"], label, where))
+
+
+# ----------------------------------------------------------------------- verify
+
+def verify(args: Any) -> int:
+    try:
+        code = parse_code(args.code)
+    except CodeError as exc:
+        report = {"verdict": "malformed_code", "code": args.code, "message": str(exc)}
+        return _verdict(report, args.json, EXIT_USAGE)
+    digest = None
+    if args.file:
+        if not Path(args.file).is_file():
+            err("%s is not a readable file" % args.file)
+            return EXIT_USAGE
+        digest = hash_file(args.file)
+    client = EvledgerClient(args.node, timeout=args.timeout)
+    try:
+        record = client.get_deposit(code)
+    except ApiError as exc:
+        if exc.code in ("not_found", "not_permitted", "malformed_code"):
+            report = {"verdict": exc.code, "code": str(code), "message": str(exc)}
+            return _verdict(report, args.json, EXIT_USAGE if exc.code == "malformed_code" else EXIT_NOT_VALID)
+        return api_exit(exc)
+    except ClientError as exc:
+        return api_exit(exc)
+    finally:
+        client.close()
+    report = {"code": str(code), "record": record}
+    if record.get("state") != "committed":
+        report.update(verdict="not_found", message="the deposit is not committed yet")
+        return _verdict(report, args.json, EXIT_NOT_VALID)
+    if digest is None:
+        report.update(verdict="found")
+        return _verdict(report, args.json, EXIT_OK)
+    matches = digest.hex() == record["digest"]
+    report.update(verdict="match" if matches else "mismatch", file=args.file, file_digest=digest.hex())
+    return _verdict(report, args.json, EXIT_OK if matches else EXIT_NOT_VALID)
+
+
+_VERDICT_TEXT = {
+    "match": "MATCH: the file is exactly the evidence deposited under this code",
+    "mismatch": "MISMATCH: the file is NOT what was deposited under this code",
+    "found": "FOUND: the deposit is on chain (give a file to compare it)",
+    "not_found": "NOT FOUND: no committed deposit has this code",
+    "malformed_code": "MALFORMED CODE: this is not a valid deposit code (probably a typing error)",
+    "not_permitted": "NOT PERMITTED: you may not see this record",
+}
+
+
+def _verdict(report: dict, as_json: bool, code: int) -> int:
+    if as_json:
+        print(json.dumps(report, ensure_ascii=False))
+        return code
+    print(_VERDICT_TEXT[report["verdict"]])
+    record = report.get("record")
+    if record and record.get("state") == "committed":
+        for label, key in (("code", "code"), ("deposited at", "deposited_at"), ("depositor", "depositor_name"),
+                           ("category", "category"), ("case", "case"), ("block height", "height"),
+                           ("digest on chain", "digest")):
+            if record.get(key) is not None:
+                print("  %-16s %s" % (label, record[key]))
+    if report.get("file_digest"):
+        print("  %-16s %s" % ("digest of file", report["file_digest"]))
+    if report.get("message") and report["verdict"] not in ("match", "mismatch", "found"):
+        print("  " + report["message"])
+    return code
+
+
+# ----------------------------------------------------------------------- status
+
+def status(args: Any) -> int:
+    client = EvledgerClient(args.node, timeout=args.timeout)
+    try:
+        doc = client.status()
+    except ClientError as exc:
+        return api_exit(exc)
+    finally:
+        client.close()
+    if args.json:
+        print(json.dumps(doc))
+        return EXIT_OK
+    for key in ("node", "role", "chain_id", "height", "view", "primary", "last_block_hash", "pending", "version",
+                "genesis_fingerprint"):
+        if key in doc:
+            print("%-20s %s" % (key, doc[key]))
+    if "peers_connected" in doc:
+        print("%-20s %s" % ("peers connected", ", ".join(doc["peers_connected"]) or "none"))
+    return EXIT_OK

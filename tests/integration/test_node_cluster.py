@@ -1,0 +1,202 @@
+"""Real consortia: node processes on 127.0.0.1, real LevelDB, real signatures, the real CLI.
+
+Every wait is for a condition with a deadline, never a fixed sleep.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ledger.crypto import load_key_file
+from runtime import cluster
+from services.client import ClientError, EvledgerClient, build_deposits
+
+ROOT = Path(__file__).resolve().parents[2]
+CLI = [sys.executable, str(ROOT / "cli.py")]
+
+pytestmark = pytest.mark.integration
+
+
+def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(CLI + list(args), capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.1):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = predicate()
+            if last:
+                return last
+        except (ClientError, OSError) as exc:
+            last = exc
+        time.sleep(interval)
+    raise AssertionError("timed out after %g s waiting for %s (last: %r)" % (timeout, what, last))
+
+
+def status(api: str) -> dict:
+    with EvledgerClient(api, timeout=5) as client:
+        return client.status()
+
+
+@pytest.fixture
+def consortium(tmp_path):
+    folder = tmp_path / "consortium"
+    result = run_cli("cluster", "init", str(folder), "--validators", "4", "--observers", "1",
+                     "--base-port", str(cluster.free_base_port()))
+    assert result.returncode == 0, result.stderr
+    up = run_cli("cluster", "up", str(folder), "--json")
+    assert up.returncode == 0, up.stderr
+    doc = json.loads(up.stdout)
+    yield folder, doc
+    down = run_cli("cluster", "down", str(folder))
+    assert down.returncode == 0, down.stderr
+    for node in (folder / "nodes").iterdir():
+        log = (node / "node.log").read_text(errors="replace")
+        assert "Traceback" not in log, "%s logged a traceback:\n%s" % (node.name, log[-3000:])
+
+
+def client_key(doc: dict, role: str) -> str:
+    return next(c["key"] for c in doc["clients"] if role in c["roles"])
+
+
+def api_of(doc: dict, name: str) -> str:
+    return next(n["api"] for n in doc["nodes"] if n["name"] == name)
+
+
+def test_deposits_through_any_node_commit_and_verify_on_every_node(consortium, tmp_path):
+    folder, doc = consortium
+    key = client_key(doc, "depositor")
+    files = []
+    for i in range(3):
+        path = tmp_path / ("evidence-%d.txt" % i)
+        path.write_text("证据 %d\n" % i, encoding="utf-8")
+        files.append(path)
+    codes = []
+    for node, path in zip(doc["nodes"], files):  # one deposit through each of three different nodes
+        result = run_cli("deposit", str(path), "--node", node["api"], "--key", key, "--category", "e-contract",
+                         "--wait", "--json")
+        assert result.returncode == 0, result.stderr
+        (item,) = json.loads(result.stdout)
+        assert item["digest"] == hashlib.sha256(path.read_bytes()).hexdigest() and item["height"] >= 1
+        codes.append(item["code"])
+    for node in doc["nodes"]:  # every node, the observer included, answers for every deposit
+        for code, path in zip(codes, files):
+            wait_for(lambda: run_cli("verify", code, str(path), "--node", node["api"]).returncode == 0, 20,
+                     "%s to know %s" % (node["name"], code))
+    tampered = tmp_path / "tampered.txt"
+    tampered.write_text("证据 0 (改)\n", encoding="utf-8")
+    assert run_cli("verify", codes[0], str(tampered), "--node", doc["nodes"][0]["api"]).returncode == 1
+    typo = codes[0][:-1] + ("0" if codes[0][-1] != "0" else "1")
+    result = run_cli("verify", typo, "--node", doc["nodes"][0]["api"], "--json")
+    assert result.returncode == 2 and json.loads(result.stdout)["verdict"] == "malformed_code"
+    heads = {(s["height"], s["last_block_hash"]) for s in (status(n["api"]) for n in doc["nodes"])}
+    assert len(heads) == 1
+
+
+def _stream(api: str, key_path: str, count: int, tag: str) -> list[str]:
+    identity = load_key_file(key_path)
+    codes = []
+    with EvledgerClient(api, key_file=identity, timeout=10) as client:
+        for i in range(count):
+            digest = hashlib.sha256(("%s-%d" % (tag, i)).encode()).digest()
+            records = build_deposits([digest], identity.name, identity.key, client.chain_id)
+            codes.append(client.deposit(records)[0]["code"])
+    return codes
+
+
+def _kill(folder: Path, name: str, sig: int) -> int:
+    pid = int((folder / "nodes" / name / "node.pid").read_text())
+    os.kill(pid, sig)
+    wait_for(lambda: not _alive(pid), 15, "%s to exit" % name)
+    return pid
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path("/proc/%d/stat" % pid)
+    return not (stat.exists() and stat.read_text().split()[2] == "Z")
+
+
+def _restart(folder: Path, name: str) -> subprocess.Popen:
+    config = folder / "nodes" / name / "node.toml"
+    log = open(folder / "nodes" / name / "node.log", "ab")
+    proc = subprocess.Popen(CLI + ["run", str(config)], stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    (folder / "nodes" / name / "node.pid").write_text(str(proc.pid))
+    return proc
+
+
+def test_primary_killed_others_change_view_and_it_catches_up(consortium):
+    folder, doc = consortium
+    key = client_key(doc, "depositor")
+    backup_api = api_of(doc, "court-node")
+    primary = status(backup_api)["primary"]
+    other = next(n["api"] for n in doc["nodes"] if n["name"] not in (primary,) and n["role"] == "validator")
+    _stream(other, key, 20, "before")
+    wait_for(lambda: status(other)["height"] >= 1, 20, "first commits")
+    _kill(folder, primary, signal.SIGKILL)
+    codes = _stream(other, key, 20, "after")
+    with EvledgerClient(other) as client:
+        client.wait_committed(codes, timeout=60)
+    new_status = status(other)
+    assert new_status["view"] >= 1 and new_status["primary"] != primary
+    proc = _restart(folder, primary)
+    try:
+        head = lambda api: (status(api)["height"], status(api)["last_block_hash"])  # noqa: E731
+        wait_for(lambda: head(api_of(doc, primary)) == head(other), 60, "the restarted primary to reach the same head")
+        with EvledgerClient(api_of(doc, primary)) as client:
+            assert client.get_deposit(codes[-1])["state"] == "committed"
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(15)
+
+
+def test_backup_restarted_and_wiped_node_resynchronise(consortium):
+    folder, doc = consortium
+    key = client_key(doc, "depositor")
+    primary = status(api_of(doc, "court-node"))["primary"]
+    backup = next(n["name"] for n in doc["nodes"] if n["role"] == "validator" and n["name"] != primary)
+    entry_api = next(n["api"] for n in doc["nodes"] if n["name"] not in (backup,) and n["role"] == "validator")
+    first = _stream(entry_api, key, 5, "one")
+    with EvledgerClient(entry_api) as client:
+        client.wait_committed(first, timeout=30)
+    _kill(folder, backup, signal.SIGTERM)  # clean stop
+    second = _stream(entry_api, key, 5, "two")
+    with EvledgerClient(entry_api) as client:
+        client.wait_committed(second, timeout=30)
+    proc = _restart(folder, backup)
+    try:
+        head = status(entry_api)
+        wait_for(lambda: status(api_of(doc, backup))["last_block_hash"] == head["last_block_hash"], 60,
+                 "restarted backup to reach the same head")
+    finally:
+        proc.terminate()
+        proc.wait(15)
+    # Wipe the observer's data folder: it must resynchronise from its peers.
+    _kill(folder, "observer-1", signal.SIGTERM)
+    shutil.rmtree(folder / "nodes" / "observer-1" / "data")
+    proc = _restart(folder, "observer-1")
+    try:
+        wait_for(lambda: status(api_of(doc, "observer-1"))["height"] >= head["height"], 60,
+                 "wiped observer to resynchronise")
+        with EvledgerClient(api_of(doc, "observer-1")) as client:
+            assert all(client.get_deposit(c)["state"] == "committed" for c in first + second)
+    finally:
+        proc.terminate()
+        proc.wait(15)
