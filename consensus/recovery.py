@@ -47,6 +47,11 @@ def restore(r: "Replica", persisted: Mapping[str, bytes]) -> None:
     if r.in_vc:
         r.vc.own = persisted.get("view_change")
     r.vc.new_view = persisted.get("new_view")
+    if r.vc.own is not None:
+        from .view_change import verify_view_change
+
+        own = parse_body(open_envelope(r.vc.own, limit))
+        r.vc.votes[r.name] = (own.new_view, r.vc.own, verify_view_change(r, r.name, own))
     for key, value in sorted(persisted.items()):
         phase, _, suffix = key.partition("/")
         if not suffix:

@@ -116,7 +116,7 @@ class Replayer(Behaviour):
             if isinstance(a, (io.Send, io.Broadcast)) and len(self.own) < 500:
                 self.own.append(a.data)
         out = list(actions)
-        if self.rng.random() < 0.3:
+        if self.rng.random() < 0.3 and not isinstance(event, io.MessageReceived):
             pool = self.own if self.rng.random() < 0.6 else self.seen
             if pool:
                 out.append(io.Broadcast(self.rng.choice(pool)))
@@ -126,10 +126,13 @@ class Replayer(Behaviour):
 class Flooder(Behaviour):
     name = "flood"
 
+    last = -1000
+
     def transform(self, cluster, node, event, actions):
         out = list(actions)
         r = node.replica
-        if self.rng.random() < 0.3:
+        if cluster.now - self.last >= 20:  # a steady flood, not a chain reaction between flooders
+            self.last = cluster.now
             far = r.view + self.rng.choice([2, 50, 10**6])
             msgs = [
                 ViewChange(far, 0, bytes(32), (), ()),
@@ -153,9 +156,9 @@ class Twin(Behaviour):
         r = node.replica
         if self.twin is None or isinstance(event, io.Started):
             self.twin = Replica(node.name, cluster._auth(node.name), cluster.app, r.tip, cluster.params)
-            self.twin.step(io.Started(), cluster.now + node.clock)
+            self.twin.step(io.Started(), node.last_now)
         try:
-            extra = self.twin.step(event, cluster.now + node.clock)
+            extra = self.twin.step(event, node.last_now)
         except Exception:  # noqa: BLE001 - the twin is Byzantine; its own troubles do not matter
             self.twin = None
             extra = []
