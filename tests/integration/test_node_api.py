@@ -1,0 +1,188 @@
+"""Hostile input against a real node process: each rejection has its status and code, and the node keeps serving."""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+from ledger.codec import encode
+from ledger.crypto import SecretKey, load_key_file
+from runtime import cluster
+from runtime.auth import sign_request
+from services.client import EvledgerClient, build_deposits, encode_deposit_request
+
+ROOT = Path(__file__).resolve().parents[2]
+CLI = [sys.executable, str(ROOT / "cli.py")]
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("api") / "consortium"
+    run = lambda *a: subprocess.run(CLI + list(a), capture_output=True, text=True, timeout=120)  # noqa: E731
+    assert run("cluster", "init", str(folder), "--validators", "1", "--base-port",
+               str(cluster.free_base_port())).returncode == 0
+    up = run("cluster", "up", str(folder), "--json")
+    assert up.returncode == 0, up.stderr
+    doc = json.loads(up.stdout)
+    keys = {c["name"]: load_key_file(c["key"]) for c in doc["clients"]}
+    api = doc["nodes"][0]["api"]
+    with EvledgerClient(api) as client:
+        chain_id = client.status()["chain_id"]
+    yield {"api": api, "keys": keys, "chain_id": chain_id, "folder": folder}
+    assert run("cluster", "down", str(folder)).returncode == 0
+
+
+def raw(api: str, method: str, path: str, body: bytes = b"", headers: dict | None = None):
+    parts = urlsplit(api)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        response = conn.getresponse()
+        data = response.read()
+        return response.status, dict(response.getheaders()), data
+    finally:
+        conn.close()
+
+
+def signed(node, client: str, method: str, path: str, body: bytes, *, now_ms: int | None = None,
+           key: SecretKey | None = None, content_type: str = "application/msgpack") -> dict:
+    identity = node["keys"][client]
+    headers = sign_request(key or identity.key, client, node["chain_id"], method, path, body,
+                           now_ms if now_ms is not None else int(time.time() * 1000))
+    headers["Content-Type"] = content_type
+    return headers
+
+
+def deposit_body(node, client: str = "ecommerce", n: int = 1, tag: str = "x") -> bytes:
+    identity = node["keys"][client]
+    digests = [hashlib.sha256(("%s-%d-%f" % (tag, i, time.time())).encode()).digest() for i in range(n)]
+    return encode_deposit_request(build_deposits(digests, identity.name, identity.key, node["chain_id"]))
+
+
+def error_of(status: int, data: bytes) -> tuple[int, str]:
+    doc = json.loads(data)
+    assert set(doc) == {"error"} and set(doc["error"]) == {"code", "message"} and doc["error"]["message"]
+    return status, doc["error"]["code"]
+
+
+def test_hostile_requests_get_their_status_and_code_and_the_node_keeps_serving(node):
+    api = node["api"]
+    body = deposit_body(node)
+    good = signed(node, "ecommerce", "POST", "/v1/deposits", body)
+    cases = []
+
+    def case(name, expect, method, path, data=b"", headers=None):
+        status, _, answer = raw(api, method, path, data, headers)
+        cases.append((name, expect, error_of(status, answer)))
+
+    case("unsigned deposit", (401, "unsigned"), "POST", "/v1/deposits", body, {"Content-Type": "application/msgpack"})
+    bad = dict(good, **{"X-Evledger-Nonce": "zz"})
+    case("malformed nonce", (400, "malformed_auth"), "POST", "/v1/deposits", body, bad)
+    outsider = SecretKey.generate()
+    hdr = sign_request(outsider, "stranger", node["chain_id"], "POST", "/v1/deposits", body, int(time.time() * 1000))
+    case("unknown client", (401, "unknown_client"), "POST", "/v1/deposits", body, hdr)
+    case("signed by another key", (401, "bad_signature"), "POST", "/v1/deposits", body,
+         signed(node, "ecommerce", "POST", "/v1/deposits", body, key=outsider))
+    case("signature over another body", (401, "bad_signature"), "POST", "/v1/deposits", body + b"\x00", good)
+    case("stale request", (401, "stale_request"), "POST", "/v1/deposits", body,
+         signed(node, "ecommerce", "POST", "/v1/deposits", body, now_ms=int(time.time() * 1000) - 6 * 60_000))
+    status, _, _ = raw(api, "POST", "/v1/deposits", body, good)
+    assert status in (200, 202)
+    case("replayed request", (409, "replayed_request"), "POST", "/v1/deposits", body, good)
+    arb_body = deposit_body(node, "arbitration")
+    case("role not permitted", (403, "not_permitted"), "POST", "/v1/deposits", arb_body,
+         signed(node, "arbitration", "POST", "/v1/deposits", arb_body))
+    foreign = deposit_body(node, "copyright")
+    case("records signed by someone else", (403, "not_permitted"), "POST", "/v1/deposits", foreign,
+         signed(node, "ecommerce", "POST", "/v1/deposits", foreign))
+    junk = encode(["deposit-request", 1, [["entry-record"]]])
+    case("malformed deposit body", (400, "malformed_request"), "POST", "/v1/deposits", junk,
+         signed(node, "ecommerce", "POST", "/v1/deposits", junk))
+    case("wrong content type", (415, "unsupported_media_type"), "POST", "/v1/deposits", body,
+         signed(node, "ecommerce", "POST", "/v1/deposits", body, content_type="text/plain"))
+    huge = b"\x00" * (9 * 1024 * 1024)
+    case("oversized body", (413, "too_large"), "POST", "/v1/deposits", huge,
+         signed(node, "ecommerce", "POST", "/v1/deposits", huge))
+    case("malformed code", (400, "malformed_code"), "GET", "/v1/deposits/EV-NOT-A-CODE")
+    case("unknown code", (404, "not_found"), "GET", "/v1/deposits/00000-00000-00000-00000-00000")
+    case("verify: bad JSON", (400, "bad_json"), "POST", "/v1/verify", b"{", {"Content-Type": "application/json"})
+    case("verify: bad digest", (400, "bad_digest"), "POST", "/v1/verify",
+         json.dumps({"code": "00000-00000-00000-00000-00000", "digest": "xyz"}).encode(),
+         {"Content-Type": "application/json"})
+    case("verify: unknown field", (400, "bad_request"), "POST", "/v1/verify",
+         json.dumps({"code": "x", "digest": "0" * 64, "extra": 1}).encode(), {"Content-Type": "application/json"})
+    case("verify: malformed code", (400, "malformed_code"), "POST", "/v1/verify",
+         json.dumps({"code": "EV-1", "digest": "0" * 64}).encode(), {"Content-Type": "application/json"})
+    case("block: unsigned", (401, "unsigned"), "GET", "/v1/blocks/1")
+    case("block: bad height", (400, "bad_height"), "GET", "/v1/blocks/abc",
+         headers=signed(node, "court", "GET", "/v1/blocks/abc", b""))
+    case("block: beyond the head", (404, "not_found"), "GET", "/v1/blocks/999999",
+         headers=signed(node, "court", "GET", "/v1/blocks/999999", b""))
+    case("no such endpoint", (404, "no_such_endpoint"), "GET", "/v2/nothing")
+    case("method not allowed", (405, "method_not_allowed"), "DELETE", "/v1/status")
+    failures = [(name, expect, got) for name, expect, got in cases if expect != got]
+    assert not failures, "\n".join("%s: expected %s, got %s" % f for f in failures)
+    status, _, answer = raw(api, "GET", "/v1/status")
+    assert status == 200 and json.loads(answer)["node"]
+    metrics = raw(api, "GET", "/metrics")[2].decode()
+    assert 'evledger_rejected_inputs_total{code="bad_signature"} 2' in metrics
+    assert "evledger_height " in metrics
+
+
+def test_a_valid_deposit_still_commits_after_the_abuse(node):
+    identity = node["keys"]["copyright"]
+    with EvledgerClient(node["api"], key_file=identity) as client:
+        digest = hashlib.sha256(b"after the abuse").digest()
+        result = client.deposit(build_deposits([digest], identity.name, identity.key, node["chain_id"]))
+        heights = client.wait_committed([result[0]["code"]], timeout=30)
+        assert heights[result[0]["code"]] >= 1
+        again = client.deposit(build_deposits([digest], identity.name, identity.key, node["chain_id"]))
+        assert again[0]["code"] != result[0]["code"] or again[0]["state"] == "committed"
+
+
+def test_openapi_describes_exactly_the_served_routes(node):
+    status, _, data = raw(node["api"], "GET", "/v1/openapi.json")
+    doc = json.loads(data)
+    assert status == 200 and doc["openapi"].startswith("3.")
+    from runtime.http_api import Api
+
+    class _Stub:  # only to list the routes; no handler is called
+        registry = __import__("runtime.metrics").metrics.Registry()
+
+    routes = {r.resource.canonical for r in Api(_Stub(), public_rate_per_s=1, max_body_bytes=1024).app().router.routes()}
+    assert set(doc["paths"]) == routes
+    for path, ops in doc["paths"].items():
+        for op in ops.values():
+            assert op.get("responses"), path
+
+
+def test_garbage_on_the_peer_port_does_not_disturb_the_node(node):
+    from runtime.config import load_config
+
+    config = load_config(next((node["folder"] / "nodes").iterdir()) / "node.toml")
+    for payload in (b"\xff" * 64, b"\x00\x00\x00\x05hello", b"GET / HTTP/1.1\r\n\r\n", b"\x7f\xff\xff\xff"):
+        with socket.create_connection((config.peer.listen.host, config.peer.listen.port), timeout=5) as s:
+            s.sendall(payload)
+    status, _, _ = raw(node["api"], "GET", "/v1/status")
+    assert status == 200
+
+
+def test_public_endpoints_are_rate_limited_per_address(node):
+    seen = []
+    for _ in range(400):
+        status, headers, data = raw(node["api"], "GET", "/v1/deposits/00000-00000-00000-00000-00000")
+        seen.append(status)
+        if status == 429:
+            assert error_of(status, data) == (429, "rate_limited") and int(headers["Retry-After"]) >= 1
+            break
+    assert 429 in seen
