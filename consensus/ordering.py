@@ -14,11 +14,15 @@ timestamp and are exempt from the clock check (indy-plenum #1488).
 
 Prepared(v, seq) = accepted pre-prepare + ``quorum - 1`` matching prepares from
 distinct backups.  A replica sends COMMIT(v, seq, digest, block_sig) only when
-``seq`` is prepared *and its parent ``seq - 1`` is prepared in v, committed or
-delivered*.  This "prepared parent" rule is what makes pipelining on tentative
-parents safe: a committed-local block implies its parent was prepared by f+1 honest
-replicas, so a view change can never keep a block while replacing its parent
-(see docs/consensus.md, "chain rule").  Committed-local = COMMIT sent + ``quorum``
+``seq`` is prepared *and it has sent COMMIT for ``seq - 1`` in v, or ``seq - 1`` is
+committed-local or delivered*: commits go out in sequence order, while pre-prepares
+and prepares are pipelined.  This "in-order commit" rule is what makes pipelining
+on tentative parents safe: a committed-local block implies that f+1 honest replicas
+prepared it *and every uncommitted ancestor* in the same view, so a view change
+keeps the whole chain below it and never keeps a block while replacing its parent
+(see docs/consensus.md, "chain rule").  (A one-level "prepared parent" rule is not
+enough: the simulator found a seed where block 13 committed on a parent 12 whose
+own parent 11 was prepared nowhere, and the view change dropped 11..13.)  Committed-local = COMMIT sent + ``quorum``
 matching commits in v; their ``block_sig`` form the ``CommitCertificate``.  Blocks
 are delivered strictly in height order.
 
@@ -201,11 +205,11 @@ def _parent_ok(r: "Replica", seq: int) -> bool:
     if seq - 1 <= r.last_delivered:
         return True
     parent = r.slots.get(seq - 1)
-    return parent is not None and (parent.committed or (parent.prepared and parent.view == r.view))
+    return parent is not None and (parent.committed or (parent.sent_commit and parent.view == r.view))
 
 
 def try_commit(r: "Replica", seq: int) -> None:
-    """Send COMMIT for ``seq`` and its prepared successors (the prepared-parent rule)."""
+    """Send COMMIT for ``seq`` and its prepared successors, in order (the in-order commit rule)."""
     while True:
         slot = r.slots.get(seq)
         if slot is None or not slot.prepared or slot.sent_commit or not _parent_ok(r, seq):
@@ -242,6 +246,7 @@ def check_committed(r: "Replica", slot: Slot) -> None:
         return
     slot.certificate = CommitCertificate(slot.digest, tuple(sigs))
     try_deliver(r)
+    try_commit(r, slot.seq + 1)
 
 
 def try_deliver(r: "Replica") -> None:

@@ -22,7 +22,7 @@ recomputes from the same messages):
 * for ``s = min_s + 1, ...``: the prepared certificate with the highest view at
   ``s``, kept *only while its block extends the block kept at ``s - 1``* (the chain
   rule).  The first sequence number without such a certificate ends the list: by
-  the prepared-parent rule of ordering nothing at or beyond it can have committed,
+  the in-order commit rule of ordering nothing at or beyond it can have committed,
   so no null blocks are needed and the new primary simply continues from there.
 
 NEW-VIEW carries the VIEW-CHANGEs and one new pre-prepare per kept block.  Kept

@@ -43,8 +43,8 @@ def random_scenario(seed: int) -> Scenario:
     byz = {}
     for i in rng.sample(range(n), byz_count):
         byz[i] = rng.choice(BYZ_KINDS)
-    heal_at = rng.randint(1500, 6000)
-    ops = [(t, "submit", (rng.randint(1, 6),)) for t in range(0, heal_at + 1000, rng.choice((100, 200, 400)))]
+    heal_at = rng.randint(800, 3500)
+    ops = [(t, "submit", (rng.randint(1, 4),)) for t in range(0, heal_at + 600, rng.choice((150, 300, 500)))]
     for _ in range(rng.randint(0, 8)):
         t = rng.randint(0, heal_at)
         op = rng.choice(OPS[1:])
@@ -109,7 +109,7 @@ def run(s: Scenario, seed: int, label: str = "") -> Cluster:
     c.at(s.heal_at, heal)
     c.run_until(max(s.heal_at, max((t for t, _, _ in s.ops), default=0)) + 1)
     c.settle(s.settle_ms)
-    c.check_views_stable(3000)
+    c.check_views_stable(2000)
     if not c.caught_up():
         c.fail("CATCH-UP: heads differ after views settled")
     return c
