@@ -1,0 +1,1 @@
+"""Edges of a node: transport, HTTP, configuration."""
