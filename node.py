@@ -163,7 +163,7 @@ class Node:
         # Generous idle timeout: a node busy with a large block must not lose its links.
         return PeerTransport(self.name, self.setup.key, self.chain_id, members, listen, peers, self._on_frame,
                              heartbeat_interval=2.0, idle_timeout=20.0, max_frame=32 * 1024 * 1024,
-                             queue_bytes=256 * 1024 * 1024)
+                             queue_bytes=64 * 1024 * 1024)
 
     # ------------------------------------------------------------------ the replica
 
