@@ -42,8 +42,8 @@ from ledger.codec import Fields, Limits, decode
 from ledger.errors import DecodeError, InputError
 from ledger.genesis import format_time
 from ledger.leveldb_store import LevelDBStore
-from ledger.model import Deposit, EntryRecord
-from ledger.state import Rules
+from ledger.model import AccessRecord, Deposit, Entry, EntryRecord
+from ledger.state import Rules, entry_key
 from ledger.store import BlockIndex
 from runtime import peerwire
 from runtime.auth import RequestVerifier
@@ -331,6 +331,46 @@ class Node:
                 "height": loc.height, "depositor": record.entry.signer,
                 "depositor_name": member.display_name if member else record.entry.signer,
                 "public_meta": dict(item.public_meta)}
+
+    def full_deposit_view(self, code_key: bytes, caller: str) -> dict:
+        """The full record (private metadata included) for a caller role; the access goes on chain."""
+        view = self.deposit_view(code_key)
+        if view["state"] == "committed":
+            loc = self.store.locate(code_key)
+            view["private_meta"] = self._private_fields(loc)
+            self._record_access(caller, None, [code_key], "deposit lookup")
+        return view
+
+    def case_view(self, case: str, caller: str, limit: int, after: bytes | None) -> dict:
+        """Every deposit filed under ``case``, full records; the retrieval is recorded on chain."""
+        keys = self.store.codes_for_case(case, limit=limit, after=after)
+        deposits = []
+        for key in keys:
+            view = self.deposit_view(key)
+            view["private_meta"] = self._private_fields(self.store.locate(key))
+            deposits.append(view)
+        access = self._record_access(caller, case, keys, "case query") if keys else None
+        return {"case": case, "deposits": deposits, "next": _printed(keys[-1]) if len(keys) == limit else None,
+                "access_record": access}
+
+    def _private_fields(self, loc) -> dict:
+        record = self.store.record(loc.height, loc.entry_index)
+        part = record.private[loc.item_index] if loc.item_index < len(record.private) else None
+        return {} if part is None else dict(part.fields)
+
+    def _record_access(self, accessor: str, case: str | None, code_keys: list[bytes], purpose: str) -> str:
+        """Sign an access record with this node's key and hand it to consensus like a deposit."""
+        body = AccessRecord(recorder=self.name, accessor=accessor, case=case,
+                            codes=tuple(k.decode("ascii") for k in code_keys), purpose=purpose,
+                            accessed_at=self.now_ms())
+        record = EntryRecord(Entry.sign(body, self.setup.key, self.chain_id), (), ())
+        outcomes = self.pool.admit([record], self.now_ms())
+        if outcomes[0].state == "rejected":
+            raise ApiFailure(500, "access_not_recorded", "the access could not be recorded: %s" % outcomes[0].error)
+        if self.role == "validator":
+            self.step(io.ClientRequest(record))
+        self.transport.broadcast(peerwire.requests([record]))
+        return entry_key(record.entry).hex()
 
     def verify(self, code_key: bytes, digest: bytes) -> dict:
         view = self.deposit_view(code_key)

@@ -34,6 +34,7 @@ from .openapi import OPENAPI
 log = logging.getLogger("evledger.http")
 
 MSGPACK = "application/msgpack"
+CALLER_ROLES = frozenset({"court", "procuratorate", "arbitration", "notary"})
 PUBLIC_BURST = 100
 
 
@@ -58,6 +59,8 @@ class Service(Protocol):
     def deposit_view(self, code_key: bytes) -> dict: ...
     def verify(self, code_key: bytes, digest: bytes) -> dict: ...
     def block_view(self, height: int) -> dict: ...
+    def case_view(self, case: str, caller: str, limit: int, after: bytes | None) -> dict: ...
+    def full_deposit_view(self, code_key: bytes, caller: str) -> dict: ...
 
 
 def error_response(status: int, code: str, message: str, retry_after: int | None = None) -> web.Response:
@@ -112,6 +115,7 @@ class Api:
             ("GET", "/v1/deposits/{code}", self.get_deposit, True),
             ("POST", "/v1/verify", self.post_verify, True),
             ("GET", "/v1/blocks/{height}", self.get_block, False),
+            ("GET", "/v1/cases/{case}/deposits", self.get_case, False),
             ("GET", "/v1/openapi.json", self.openapi, True),
             ("GET", "/metrics", self.metrics, False),
         ]
@@ -183,7 +187,26 @@ class Api:
         return web.json_response(doc, status=status)
 
     async def get_deposit(self, request: web.Request) -> web.Response:
-        return web.json_response(self.service.deposit_view(parse_code_param(request.match_info["code"])))
+        code_key = parse_code_param(request.match_info["code"])
+        if "X-Evledger-Signature" in request.headers:  # a caller asking for the full record
+            caller = await self._signed(request, b"", CALLER_ROLES)
+            return web.json_response(self.service.full_deposit_view(code_key, caller))
+        return web.json_response(self.service.deposit_view(code_key))
+
+    async def get_case(self, request: web.Request) -> web.Response:
+        if "X-Evledger-Signature" not in request.headers:
+            raise ApiFailure(403, "not_permitted", "case queries are for courts, procuratorates, arbitration bodies "
+                             "and notaries, with a signed request")
+        caller = await self._signed(request, b"", CALLER_ROLES)
+        case = request.match_info["case"]
+        if not case or len(case) > 128 or any(ord(c) < 0x20 or c == "\x7f" for c in case):
+            raise ApiFailure(400, "bad_case", "a case number is 1-128 printable characters")
+        limit_text = request.query.get("limit", "100")
+        if not limit_text.isdigit() or not 1 <= int(limit_text) <= 1000:
+            raise ApiFailure(400, "bad_request", "limit must be an integer in [1, 1000]")
+        after = request.query.get("after")
+        after_key = parse_code_param(after) if after else None
+        return web.json_response(self.service.case_view(case, caller, int(limit_text), after_key))
 
     async def post_verify(self, request: web.Request) -> web.Response:
         body = await self._body(request)

@@ -82,6 +82,17 @@ OPENAPI = {
             "summary": "A block with its commit certificate (signed member)", "security": _SIGNED,
             "parameters": [{"name": "height", "in": "path", "required": True, "schema": {"type": "integer"}}],
             "responses": {"200": {"description": "header, entries, certificate"}, **_errors(400, 401, 404, 409)}}},
+        "/v1/cases/{case}/deposits": {"get": {
+            "summary": "Every deposit filed under a case, full records (signed court, procuratorate, arbitration or "
+                       "notary); the retrieval is recorded on chain as an access record",
+            "security": _SIGNED,
+            "parameters": [{"name": "case", "in": "path", "required": True, "schema": {"type": "string"}},
+                           {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1,
+                                                                        "maximum": 1000}},
+                           {"name": "after", "in": "query", "schema": {"type": "string"},
+                            "description": "the last code of the previous page"}],
+            "responses": {"200": {"description": "{case, deposits: [full records], next, access_record}"},
+                          **_errors(400, 401, 403, 409)}}},
         "/v1/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3"}}}},
         "/metrics": {"get": {"summary": "Prometheus metrics (loopback, or signed by a node key)",
                              "responses": {"200": {"description": "text format 0.0.4"}, **_errors(401, 403)}}},

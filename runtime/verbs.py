@@ -246,3 +246,39 @@ def status(args: Any) -> int:
     if "peers_connected" in doc:
         print("%-20s %s" % ("peers connected", ", ".join(doc["peers_connected"]) or "none"))
     return EXIT_OK
+
+
+# ----------------------------------------------------------------------- query
+
+def query(args: Any) -> int:
+    """``evledger query --case CASE``: a court's view of every deposit filed under a case."""
+    try:
+        identity = load_key_file(args.key)
+    except InputError as exc:
+        err(str(exc))
+        return EXIT_USAGE
+    client = EvledgerClient(args.node, key_file=identity, timeout=args.timeout)
+    try:
+        doc = client.case_deposits(args.case)
+    except ApiError as exc:
+        if exc.code == "not_permitted":
+            err("not_permitted: %s" % exc)
+            return EXIT_NOT_VALID
+        return api_exit(exc)
+    except ClientError as exc:
+        return api_exit(exc)
+    finally:
+        client.close()
+    if args.json:
+        print(json.dumps(doc, ensure_ascii=False))
+        return EXIT_OK
+    deposits = doc.get("deposits", [])
+    print("case %s: %d deposit%s (this retrieval is recorded on chain as access record %s)"
+          % (args.case, len(deposits), "" if len(deposits) == 1 else "s", (doc.get("access_record") or "-")[:16]))
+    for d in deposits:
+        print("  %s  %s  %-16s block %-6s %s  %s" % (d["code"], d["deposited_at"], d["category"], d["height"],
+                                                     d.get("depositor_name", d["depositor"]), d["digest"]))
+        for key, value in sorted(d.get("private_meta", {}).items()):
+            print("      %s: %s" % (key, value))
+    return EXIT_OK
+

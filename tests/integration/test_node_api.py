@@ -177,6 +177,66 @@ def test_garbage_on_the_peer_port_does_not_disturb_the_node(node):
     assert status == 200
 
 
+def test_court_query_sees_private_fields_and_is_recorded_on_chain(node):
+    import base64
+
+    from ledger.codec import decode as canonical_decode
+    from ledger.model import AccessRecord, DepositItem, Entry, PrivateMeta, make_deposit
+
+    case = "(2026)京0491民初%d号" % int(time.time())
+    shop = node["keys"]["ecommerce"]
+    private = PrivateMeta(salt=b"\x01" * 16, fields={"buyer_id": "110101199001011234"})
+    item = DepositItem(digest=hashlib.sha256(b"order 77").digest(), sm3=None, category="ecommerce-order",
+                       case=case, public_meta={"order": "77"}, private_commitment=private.commitment())
+    record = make_deposit([item], shop.name, int(time.time() * 1000), shop.key, node["chain_id"], private=[private])
+    with EvledgerClient(node["api"], key_file=shop) as client:
+        code = client.deposit([record])[0]["code"]
+        client.wait_committed([code], timeout=30)
+        # The public view never shows private fields.
+        assert "private_meta" not in client.request("GET", "/v1/deposits/" + code, signed=False)
+
+    court_key = next(c for c in (node["folder"] / "clients").iterdir() if c.name == "court.key")
+    result = subprocess.run(CLI + ["query", "--case", case, "--node", node["api"], "--key", str(court_key), "--json"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    answer = json.loads(result.stdout)
+    (deposit,) = answer["deposits"]
+    assert deposit["code"] == code and deposit["private_meta"] == {"buyer_id": "110101199001011234"}
+
+    def access_on_chain():
+        with EvledgerClient(node["api"], key_file=node["keys"]["court"]) as client:
+            height = client.status()["height"]
+            for h in range(height, 0, -1):
+                for b64 in client.block(h)["entries"]:
+                    entry = Entry.from_wire(canonical_decode(base64.b64decode(b64)))
+                    if isinstance(entry.body, AccessRecord) and entry.body.case == case:
+                        return entry.body
+        return None
+
+    deadline = time.monotonic() + 30
+    body = None
+    while body is None and time.monotonic() < deadline:
+        body = access_on_chain()
+        time.sleep(0.1)
+    assert body is not None, "the court's retrieval was not recorded on chain"
+    assert body.accessor == "court" and body.codes == (parse_compact(code),) and body.purpose == "case query"
+
+    for who in ("ecommerce",):  # a depositor is refused
+        key = node["folder"] / "clients" / ("%s.key" % who)
+        refused = subprocess.run(CLI + ["query", "--case", case, "--node", node["api"], "--key", str(key)],
+                                 capture_output=True, text=True, timeout=60)
+        assert refused.returncode == 1 and "not_permitted" in refused.stderr
+    status, _, data = raw(node["api"], "GET", "/v1/cases/x/deposits")  # an anonymous caller too
+    assert error_of(status, data) == (403, "not_permitted")
+
+
+def parse_compact(code: str) -> str:
+    from ledger.codes import parse_code
+
+    return parse_code(code).compact
+
+
+# Last: it spends this address's public budget.
 def test_public_endpoints_are_rate_limited_per_address(node):
     seen = []
     for _ in range(400):
