@@ -38,6 +38,7 @@ from ledger.codec import encode
 from ledger.errors import DecodeError
 
 from . import io
+from .requests import request_id
 from .errors import AppRejected, InvariantViolation
 from .log import Slot, count_prepares, matching_commits
 from .messages import Commit, PrePrepare, Prepare, seal
@@ -69,9 +70,9 @@ def maybe_propose(r: "Replica", now: int) -> None:
             return
         parent_ts = parent.header.timestamp if parent.header is not None else -1
         block, tip = r.app.build(parent, records, max(now, parent_ts + 1), r.view, r.name)
-        included = {rec.entry.leaf_hash() for rec in block.records}
+        included = {request_id(rec) for rec in block.records}
         for rec in records:
-            rid = rec.entry.leaf_hash()
+            rid = request_id(rec)
             if rid not in included:
                 r.requests.remove(rid)
                 r.emit(io.RequestDropped(rid, "rejected"))
@@ -168,7 +169,7 @@ def install(r: "Replica", seq: int, view: int, data: bytes, block: Block, tip: A
     slot.digest = block.header.hash()
     slot.waiting = None
     for rec in block.records:
-        r.requests.in_flight.add(rec.entry.leaf_hash())
+        r.requests.in_flight.add(request_id(rec))
     check_prepared(r, slot)
 
 

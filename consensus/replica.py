@@ -38,6 +38,7 @@ from ledger.errors import DecodeError, SignatureError
 
 from . import checkpoint, io, ordering, state_transfer, view_change
 from .checkpoint import CheckpointState
+from .requests import request_id
 from .errors import Misuse, PeerFault
 from .log import Slot, discard_below
 from .messages import CONTEXT, Checkpoint, Commit, NewView, PrePrepare, Prepare, ViewChange, open_envelope, parse_body
@@ -171,7 +172,7 @@ class Replica:
         self.hashes[seq] = digest
         self.hashes.pop(seq - self.params.watermark_window - 1, None)
         for rec in block.records:
-            self.requests.delivered(rec.entry.leaf_hash())
+            self.requests.delivered(request_id(rec))
         self.failed_views = 0
         self.work_since = self.now
         self.last_retransmit = self.now
@@ -298,7 +299,7 @@ class Replica:
 
     def _on_request(self, ev: io.ClientRequest, now: int) -> None:
         if not self.validator:
-            self.emit(io.RequestDropped(ev.record.entry.leaf_hash(), "observer"))
+            self.emit(io.RequestDropped(request_id(ev.record), "observer"))
             return
         rid, refused = self.requests.add(ev.record, now)
         if refused is not None and refused != "duplicate":

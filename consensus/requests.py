@@ -15,6 +15,19 @@ from collections import OrderedDict
 from ledger.model import EntryRecord
 
 
+_IDS: dict[EntryRecord, bytes] = {}
+
+
+def request_id(record: EntryRecord) -> bytes:
+    """The entry's leaf hash, memoised (encoding an entry costs far more than hashing it)."""
+    rid = _IDS.get(record)
+    if rid is None:
+        if len(_IDS) > 200_000:
+            _IDS.clear()
+        rid = _IDS[record] = record.entry.leaf_hash()
+    return rid
+
+
 class RequestQueue:
     __slots__ = ("capacity", "pending", "in_flight", "recent")
 
@@ -29,7 +42,7 @@ class RequestQueue:
 
     def add(self, record: EntryRecord, now: int) -> tuple[bytes, str | None]:
         """Queue ``record``; return its id and a refusal reason or ``None``."""
-        rid = record.entry.leaf_hash()
+        rid = request_id(record)
         if rid in self.pending:
             return rid, "duplicate"
         if rid in self.recent:

@@ -41,6 +41,7 @@ from ledger.codec import encode
 from ledger.errors import DecodeError, SignatureError
 
 from . import io, ordering
+from .requests import request_id
 from .errors import InvariantViolation, PeerFault
 from .log import reset_for_view
 from .messages import NewView, PrePrepare, ViewChange, open_signed, seal
@@ -277,7 +278,7 @@ def enter_view(r: "Replica", view: int, nv_bytes: bytes, pps: list[tuple[int, by
     st.votes = {s: v for s, v in st.votes.items() if v[0] > view}
     st.replied.clear()
     r.persist(("view", encode([view, 0])))
-    r.requests.in_flight = {rec.entry.leaf_hash() for s in r.slots.values() if s.committed for rec in s.block.records}
+    r.requests.in_flight = {request_id(rec) for s in r.slots.values() if s.committed for rec in s.block.records}
     r.work_since = now
     r.emit(io.ViewChanged(view, r.primary()))
     first = None

@@ -17,6 +17,7 @@ from ledger.block import ZERO_HASH, Block, BlockHeader
 from ledger.model import Deposit, DepositItem, Entry, EntryRecord, items_root
 
 from consensus.errors import AppRejected
+from consensus.requests import request_id
 
 CHAIN_ID = "sim"
 
@@ -72,7 +73,7 @@ class SimApp:
         self.chain_id = chain_id
 
     def _valid(self, parent: SimTip, rec: EntryRecord, batch: set) -> bool:
-        rid = rec.entry.leaf_hash()
+        rid = request_id(rec)
         if rid in parent.seen or rid in batch:
             return False
         return rec.entry.signature == client_signature(rec.entry.body)
@@ -91,9 +92,9 @@ class SimApp:
         chosen, ids = [], set()
         for rec in records:
             if self._valid(parent, rec, ids):
-                ids.add(rec.entry.leaf_hash())
+                ids.add(request_id(rec))
                 chosen.append(rec)
-        leaves = [r.entry.leaf_hash() for r in chosen]
+        leaves = [request_id(r) for r in chosen]
         header, frontier = self._header(parent, leaves, timestamp, view, proposer)
         return Block(header, tuple(chosen)), SimTip(header, header.height, frontier, parent.seen | ids)
 
@@ -103,8 +104,8 @@ class SimApp:
         for rec in block.records:
             if not self._valid(parent, rec, ids):
                 raise AppRejected("invalid or duplicate entry", reason="bad_entry")
-            ids.add(rec.entry.leaf_hash())
-        leaves = [r.entry.leaf_hash() for r in block.records]
+            ids.add(request_id(rec))
+        leaves = [request_id(r) for r in block.records]
         expect, frontier = self._header(parent, leaves, h.timestamp, h.view, h.proposer)
         if expect != h:
             raise AppRejected("header does not match its contents and parent", reason="bad_header")

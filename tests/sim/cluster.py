@@ -33,6 +33,7 @@ from consensus import io
 from consensus.auth import Ed25519Auth
 from consensus.params import Params
 from consensus.replica import Replica
+from consensus.requests import request_id
 
 from .app import CHAIN_ID, GENESIS_TIP, SimApp, make_record
 from .fakeauth import FakeAuth
@@ -215,7 +216,7 @@ class Cluster:
             except Exception as exc:  # noqa: BLE001 - any failure is a violation
                 self.fail("bad certificate at height %d: %s" % (h.height, exc))
             for rec in block.records:
-                rid = rec.entry.leaf_hash()
+                rid = request_id(rec)
                 if rid not in self.submitted:
                     self.fail("VALIDITY: entry never submitted at height %d" % h.height)
                 if self.canon_ids.setdefault(rid, h.height) != h.height:
@@ -241,7 +242,7 @@ class Cluster:
         for _ in range(count):
             self.client_seq += 1
             rec = make_record("client-%d" % (self.client_seq % 3), self.client_seq, self.now)
-            self.submitted[rec.entry.leaf_hash()] = rec
+            self.submitted[request_id(rec)] = rec
             for nm in self.names:
                 self._push(self.now + self.rng.randint(*self.delay), "request", nm, rec)
 
