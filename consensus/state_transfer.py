@@ -53,7 +53,9 @@ def request_transfer(r: "Replica", target: int, peers: list[str]) -> None:
 
 def _peer(r: "Replica") -> str | None:
     st = r.xfer
-    pool = st.peers or [n for n in r.names if n != r.name]
+    # Peers known to have the blocks first, then every other validator: a preferred
+    # peer that lies or stays silent must not stall the transfer.
+    pool = st.peers + [n for n in r.names if n != r.name and n not in st.peers]
     if not pool:
         return None
     return pool[st.turn % len(pool)]
