@@ -1,0 +1,153 @@
+"""Targeted fault scenarios, one per protocol mechanism (each replays by seed)."""
+
+import pytest
+
+from tests.sim.cluster import Cluster, sim_params
+
+
+def _load(c: Cluster, until: int, every: int = 100, size: int = 3) -> None:
+    for t in range(c.now, until, every):
+        c.at(t, lambda: c.submit(size))
+
+
+def _finish(c: Cluster, settle: int = 60_000) -> None:
+    c.settle(settle)
+    c.check_views_stable(2000)
+    assert c.caught_up()
+
+
+# Reference: TOCS'02 §4.4 — a crashed primary is replaced; nothing committed is lost.
+@pytest.mark.parametrize("n", [4, 7])
+def test_primary_crash_triggers_view_change(n):
+    c = Cluster(n, seed=11)
+    _load(c, 3000)
+    c.at(400, lambda: c.crash("v00"))
+    c.run_until(3000)
+    views = c.views()
+    assert min(v for name, v in views.items() if name != "v00") >= 1
+    c.restart("v00")
+    _finish(c)
+
+
+# Reference: TOCS'02 §4.5.2 — timeouts double per failed view and reset after progress.
+def test_backoff_doubles_and_resets():
+    c = Cluster(4, seed=12)
+    _load(c, 2000)
+    c.at(300, lambda: (c.crash("v00"), c.crash("v01")))  # view 1's primary is down too
+    c.run_until(2500)
+    r = c.nodes["v02"].replica
+    assert r.failed_views >= 1
+    c.restart("v00")
+    c.restart("v01")
+    _finish(c)
+    assert all(n.replica.failed_views == 0 for n in c.honest_validators())
+
+
+# Reference: io contract + TOCS'02 §4.2 — a crash between Persist and Send loses nothing needed.
+@pytest.mark.parametrize("victim", ["v00", "v02"])
+def test_crash_in_the_middle_of_an_action_list(victim):
+    for seed in range(5):
+        c = Cluster(4, seed=seed)
+        _load(c, 2500)
+        for t in (300, 900, 1500):
+            c.at(t, lambda: setattr(c.nodes[victim], "crash_mid_step", True))
+            c.at(t + 200, lambda: c.restart(victim))
+        c.run_until(2600)
+        _finish(c)
+
+
+# Reference: TOCS'02 §4.3 — checkpoints bound the log however long the chain runs.
+def test_long_run_memory_is_bounded():
+    c = Cluster(4, seed=13, params=sim_params(batch_max_entries=2))
+    _load(c, 20_000, every=20, size=2)
+    c.run_until(20_000)
+    _finish(c)
+    assert max(c.canon) > 400
+    r = c.nodes["v01"].replica
+    assert r.sizes()["slots"] <= 2 * c.params.watermark_window
+    assert r.ckpt.stable_seq >= max(c.canon) - c.params.watermark_window
+    assert len(c.nodes["v01"].persisted) <= 4 * c.params.watermark_window + 8
+
+
+# Reference: TOCS'02 §5.3.2 — a replica cut off for long catches up by state transfer.
+def test_partitioned_replica_catches_up_by_state_transfer():
+    c = Cluster(4, seed=14)
+    _load(c, 6000)
+    c.at(200, lambda: c.partition(("v00", "v01", "v02"), ("v03",)))
+    c.at(5000, c.heal)
+    c.run_until(6000)
+    _finish(c)
+
+
+def test_minority_partition_halts_then_resumes():
+    c = Cluster(4, seed=15)
+    _load(c, 4000)
+    c.at(300, lambda: c.partition(("v00", "v01"), ("v02", "v03")))
+    c.run_until(2500)
+    stalled = max(c.canon, default=0)
+    c.run_until(3500)
+    assert max(c.canon, default=0) <= stalled + 1  # no quorum on either side
+    c.heal()
+    _finish(c)
+
+
+def test_asymmetric_cut_and_message_loss():
+    c = Cluster(7, seed=16)
+    _load(c, 5000)
+    c.cut("v00", "v03")
+    c.cut("v04", "v00")
+    c.drop_p, c.dup_p, c.delay = 0.2, 0.2, (1, 120)
+    c.at(4000, c.heal)
+    c.run_until(5000)
+    _finish(c)
+
+
+# Observers replicate without voting (state transfer only).
+def test_observer_follows_the_chain():
+    c = Cluster(4, seed=17, observers=2)
+    _load(c, 3000)
+    c.run_until(3000)
+    _finish(c)
+    assert c.nodes["o00"].head == c.nodes["o01"].head == max(c.canon)
+
+
+@pytest.mark.parametrize("kind", ["silent", "equivocate", "garbage", "replay", "flood", "twin"])
+@pytest.mark.parametrize("n, byz", [(4, ("v00",)), (7, ("v00", "v02"))])
+def test_byzantine_replicas(kind, n, byz):
+    c = Cluster(n, seed=18)
+    for name in byz:
+        c.make_byzantine(name, kind)
+    _load(c, 3000)
+    c.run_until(3000)
+    _finish(c)
+
+
+def test_clock_drift_within_skew_is_harmless_and_timestamps_increase():
+    c = Cluster(4, seed=19)
+    for i, name in enumerate(c.names):
+        c.nodes[name].clock = (i - 2) * 300
+    _load(c, 3000)
+    c.run_until(3000)
+    _finish(c)
+    stamps = [b.header.timestamp for b, _ in c.nodes["v01"].store]
+    assert stamps == sorted(stamps) and len(set(stamps)) == len(stamps)
+
+
+def test_a_replica_with_a_broken_clock_is_outvoted():
+    c = Cluster(4, seed=20)
+    c.nodes["v03"].clock = 60_000  # far beyond max_clock_skew_ms: it refuses every block
+    _load(c, 3000)
+    c.run_until(3000)
+    assert len(c.canon_ids) > 0
+    c.nodes["v03"].clock = 0  # its proposals as primary would be refused too; fix it to finish
+    _finish(c)
+
+
+def test_real_ed25519_with_faults():
+    c = Cluster(4, seed=21, real_crypto=True)
+    c.make_byzantine("v03", "garbage")
+    _load(c, 2000)
+    c.at(500, lambda: c.crash("v00"))
+    c.at(1500, lambda: c.restart("v00"))
+    c.run_until(2000)
+    _finish(c)

@@ -1,0 +1,196 @@
+"""One replica driven by hand: robustness, durability contract, trusted time."""
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ledger.block import ValidatorSet
+from ledger.crypto import SecretKey
+
+from consensus import io
+from consensus.auth import Ed25519Auth
+from consensus.errors import Misuse
+from ledger.block import Block
+from consensus.messages import PrePrepare, Prepare, ViewChange, open_envelope, parse_body, seal
+from consensus.params import Params
+from consensus.replica import Replica
+from tests.sim.app import CHAIN_ID, GENESIS_TIP, SimApp, make_record
+
+NAMES = ("v0", "v1", "v2", "v3")
+KEYS = {n: SecretKey(bytes([i + 7]) * 32) for i, n in enumerate(NAMES + ("mallory",))}
+VSET = ValidatorSet(tuple((n, KEYS[n].public) for n in NAMES))
+APP = SimApp(VSET.hash())
+PARAMS = Params(batch_max_entries=2, batch_delay_ms=5, checkpoint_interval=4, watermark_window=8, max_in_flight=4,
+                max_buffered_per_peer=4, max_clock_skew_ms=1000, max_message_bytes=1 << 16)
+T0 = 1_000_000
+
+
+def auth(name):
+    return Ed25519Auth(CHAIN_ID, VSET, KEYS.get(name))
+
+
+def replica(name, persisted=None):
+    r = Replica(name, auth(name), APP, GENESIS_TIP, PARAMS, persisted)
+    r.step(io.Started(), T0)
+    return r
+
+
+def of(actions, kind):
+    return [a for a in actions if isinstance(a, kind)]
+
+
+def kind_of(data):
+    return open_envelope(data, 1 << 20).kind
+
+
+def pre_prepare(now=T0, records=2):
+    """A real pre-prepare from the primary of view 0 (v0)."""
+    p = replica("v0")
+    out = []
+    for i in range(records):
+        out += p.step(io.ClientRequest(make_record("c", i)), now)
+    out += p.step(io.TimerFired(), now + 10)
+    return [a.data for a in of(out, io.Broadcast) if kind_of(a.data) == "pre_prepare"][0]
+
+
+def test_persist_precedes_the_broadcast_it_protects():
+    # Reference: TOCS'02 §4.2 + io contract — a vote is durable before it is sent.
+    pp = pre_prepare()
+    out = replica("v1").step(io.MessageReceived("v0", pp), T0 + 20)
+    kinds = [type(a).__name__ for a in out]
+    assert kinds.index("Persist") < kinds.index("Broadcast")
+    persist = of(out, io.Persist)[0]
+    assert persist.writes[0][0] == "prepare/1" and persist.writes[0][1] == of(out, io.Broadcast)[0].data
+
+
+def test_restart_resends_the_same_vote_and_never_a_conflicting_one():
+    pp_a = pre_prepare()
+    r = replica("v1")
+    persisted = {}
+    for a in r.step(io.MessageReceived("v0", pp_a), T0 + 20):
+        if isinstance(a, io.Persist):
+            persisted.update(a.writes)
+    sent = persisted["prepare/1"]
+    # crash, restart from the persisted records: a conflicting block for (0, 1) gets no vote
+    pp_b = pre_prepare(now=T0 + 1, records=1)
+    r2 = replica("v1", persisted)
+    out = r2.step(io.MessageReceived("v0", pp_b), T0 + 30)
+    assert not [a for a in of(out, io.Broadcast) if kind_of(a.data) == "prepare"]
+    assert any(isinstance(a, io.Suspect) and a.reason == "conflicts_with_persisted_vote" for a in out)
+    r3 = replica("v1", persisted)
+    out = r3.step(io.MessageReceived("v0", pp_a), T0 + 30)
+    assert [a.data for a in of(out, io.Broadcast)] == [sent]
+
+
+def test_bad_signature_and_sender_mismatch_are_suspected():
+    r = replica("v1")
+    data = seal(Prepare(0, 1, bytes(32)), "v2", auth("v2"))
+    bad = data[:-1] + bytes([data[-1] ^ 1])
+    assert of(r.step(io.MessageReceived("v2", bad), T0), io.Suspect) == [io.Suspect("v2", "bad_signature")]
+    assert of(r.step(io.MessageReceived("v3", data), T0), io.Suspect)[0].reason == "sender_mismatch"
+
+
+def test_non_members_and_garbage_are_dropped():
+    r = replica("v1")
+    data = seal(Prepare(0, 1, bytes(32)), "mallory", auth("mallory"))
+    assert of(r.step(io.MessageReceived("mallory", data), T0), io.Dropped)[0].reason == "not_a_validator"
+    assert of(r.step(io.MessageReceived("v2", b"\x00" * 10), T0), io.Suspect)
+    assert of(r.step(io.MessageReceived("v2", b"\x91" * (1 << 17)), T0), io.Suspect)  # oversized
+
+
+def test_duplicates_are_dropped_before_signature_checks():
+    r = replica("v1")
+    calls = []
+    verify = r.auth.verify
+    r.auth.verify = lambda *a: (calls.append(a), verify(*a))[1]
+    data = seal(Prepare(0, 1, bytes(32)), "v2", auth("v2"))
+    r.step(io.MessageReceived("v2", data), T0)
+    r.step(io.MessageReceived("v2", data), T0)
+    assert len(calls) == 1 and r.stats["duplicate"] == 1
+
+
+def test_future_messages_are_buffered_with_a_bound_and_far_ones_dropped():
+    # Reference: celo #183 / iroha #4944 — no unbounded future-message storage.
+    r = replica("v1")
+    for seq in range(1, 10):
+        r.step(io.MessageReceived("v2", seal(Prepare(1, seq, bytes(32)), "v2", auth("v2"))), T0)
+    assert r.sizes()["buffered"] == PARAMS.max_buffered_per_peer
+    far = seal(Prepare(PARAMS.max_view_jump + 5, 1, bytes(32)), "v2", auth("v2"))
+    assert of(r.step(io.MessageReceived("v2", far), T0), io.Dropped)[0].reason == "view_too_far"
+    far_seq = seal(Prepare(0, 10_000, bytes(32)), "v2", auth("v2"))
+    assert of(r.step(io.MessageReceived("v2", far_seq), T0), io.Dropped)[0].reason == "seq_too_far"
+
+
+def test_a_lone_far_future_view_change_does_not_move_the_replica():
+    # Reference: TOCS'02 §4.5.2 — f+1 VIEW-CHANGEs are needed to join a higher view.
+    r = replica("v1")
+    vc = seal(ViewChange(50, 0, bytes(32), (), ()), "v2", auth("v2"))
+    r.step(io.MessageReceived("v2", vc), T0)
+    assert r.view == 0 and not r.in_vc
+    r.step(io.MessageReceived("v3", seal(ViewChange(50, 0, bytes(32), (), ()), "v3", auth("v3"))), T0)
+    assert r.view == 50 and r.in_vc
+
+
+def test_clock_skew_is_refused_without_a_vote():
+    # Reference: trusted time rule (docs/consensus.md) — |timestamp - now| <= max_clock_skew_ms.
+    pp = pre_prepare(now=T0)
+    out = replica("v1").step(io.MessageReceived("v0", pp), T0 + 5_000)
+    assert of(out, io.Dropped)[0].reason == "timestamp_outside_clock_skew"
+    assert not of(out, io.Broadcast)
+
+
+def test_block_from_a_backup_or_with_bad_height_is_a_fault():
+    pp = pre_prepare()
+    env = open_envelope(pp, 1 << 20)
+    msg = parse_body(env)
+    forged = seal(PrePrepare(0, 2, msg.block_wire), "v0", auth("v0"))  # header says height 1
+    out = replica("v1").step(io.MessageReceived("v0", forged), T0 + 20)
+    assert of(out, io.Suspect)[0].reason == "height_mismatch"
+    not_primary = seal(PrePrepare(0, 1, msg.block_wire), "v2", auth("v2"))
+    assert of(replica("v1").step(io.MessageReceived("v2", not_primary), T0), io.Suspect)[0].reason == "not_primary"
+
+
+def test_equivocation_by_the_primary_starts_a_view_change():
+    pp_a, pp_b = pre_prepare(), pre_prepare(now=T0 + 1, records=1)
+    r = replica("v1")
+    r.step(io.MessageReceived("v0", pp_a), T0 + 20)
+    out = r.step(io.MessageReceived("v0", pp_b), T0 + 21)
+    assert io.Suspect("v0", "equivocation") in out
+    assert r.in_vc and r.view == 1
+
+
+def test_time_must_not_go_backwards_and_events_must_be_known():
+    r = replica("v1")
+    with pytest.raises(Misuse):
+        r.step(io.TimerFired(), T0 - 1)
+    with pytest.raises(Misuse):
+        r.step(object(), T0)
+
+
+def test_observer_neither_votes_nor_queues():
+    obs = Replica("o1", auth("o1"), APP, GENESIS_TIP, PARAMS)
+    out = obs.step(io.Started(), T0)
+    assert of(out, io.Fetch)
+    assert of(obs.step(io.ClientRequest(make_record("c", 1)), T0), io.RequestDropped)
+    assert of(obs.step(io.MessageReceived("v0", pre_prepare()), T0), io.Dropped)
+
+
+def test_params_are_validated():
+    with pytest.raises(Misuse):
+        Params(checkpoint_interval=10, watermark_window=15)
+    with pytest.raises(Misuse):
+        Params(batch_delay_ms=0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=400), st.sampled_from(NAMES[1:] + ("mallory",)))
+def test_peer_garbage_never_raises(data, sender):
+    # Peer faults never escape step() (CometBFT ASA-2024-011).
+    out = replica("v1").step(io.MessageReceived(sender, data), T0)
+    assert all(not isinstance(a, (io.Broadcast, io.Send, io.Persist)) for a in out)
+
+
+def test_block_decoding_of_a_pre_prepare_round_trips():
+    msg = parse_body(open_envelope(pre_prepare(), 1 << 20))
+    block = Block.from_wire(msg.block_wire)
+    assert block.header.height == 1 and len(block.records) == 2
