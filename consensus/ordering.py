@@ -169,7 +169,7 @@ def install(r: "Replica", seq: int, view: int, data: bytes, block: Block, tip: A
     slot.digest = block.header.hash()
     slot.waiting = None
     for rec in block.records:
-        r.requests.in_flight.add(request_id(rec))
+        r.requests.proposed(request_id(rec))
     check_prepared(r, slot)
 
 

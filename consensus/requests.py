@@ -2,39 +2,49 @@
 
 Every validator keeps the requests it has received, so a backup can tell that the
 primary is not ordering them (the progress timer, TOCS'02 §4.5.2).  A request id is
-the entry's Merkle leaf hash.  Requests leave the queue when a block containing
-them is delivered; the ids of the last ``capacity`` delivered requests are
-remembered so a late duplicate is not queued again (which would keep the progress
-timer running and cause spurious view changes, cf. bft-smart #57).
+the entry's Merkle leaf hash.  ``pending`` holds every request not yet delivered;
+``waiting`` (a sub-sequence, same order) those not in any block proposed in the
+current view, which is what the primary batches from, in O(batch).  Requests leave
+the queue when a block containing them is delivered; the ids of the last
+``capacity`` delivered requests are remembered so a late duplicate is not queued
+again (it would keep the progress timer running and cause spurious view changes,
+cf. bft-smart #57).
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import Iterable
 
 from ledger.model import EntryRecord
 
+_IDS: dict[EntryRecord, tuple[bytes, int]] = {}
 
-_IDS: dict[EntryRecord, bytes] = {}
+
+def _id_and_size(record: EntryRecord) -> tuple[bytes, int]:
+    got = _IDS.get(record)
+    if got is None:
+        if len(_IDS) > 200_000:
+            _IDS.clear()
+        from ledger.merkle import leaf_hash
+
+        data = record.entry.encode()
+        got = _IDS[record] = (leaf_hash(data), len(data) + 64 * len(record.items))
+    return got
 
 
 def request_id(record: EntryRecord) -> bytes:
     """The entry's leaf hash, memoised (encoding an entry costs far more than hashing it)."""
-    rid = _IDS.get(record)
-    if rid is None:
-        if len(_IDS) > 200_000:
-            _IDS.clear()
-        rid = _IDS[record] = record.entry.leaf_hash()
-    return rid
+    return _id_and_size(record)[0]
 
 
 class RequestQueue:
-    __slots__ = ("capacity", "pending", "in_flight", "recent")
+    __slots__ = ("capacity", "pending", "waiting", "recent")
 
     def __init__(self, capacity: int):
         self.capacity = capacity
-        self.pending: OrderedDict[bytes, tuple[EntryRecord, int, int]] = OrderedDict()  # id -> (record, size, t)
-        self.in_flight: set[bytes] = set()
+        self.pending: dict[bytes, tuple[EntryRecord, int, int]] = {}  # id -> (record, size, arrival)
+        self.waiting: OrderedDict[bytes, None] = OrderedDict()
         self.recent: OrderedDict[bytes, None] = OrderedDict()
 
     def __len__(self) -> int:
@@ -42,19 +52,29 @@ class RequestQueue:
 
     def add(self, record: EntryRecord, now: int) -> tuple[bytes, str | None]:
         """Queue ``record``; return its id and a refusal reason or ``None``."""
-        rid = request_id(record)
+        rid, size = _id_and_size(record)
         if rid in self.pending:
             return rid, "duplicate"
         if rid in self.recent:
             return rid, "already_committed"
         if len(self.pending) >= self.capacity:
             return rid, "pending_full"
-        self.pending[rid] = (record, len(record.encode()), now)
+        self.pending[rid] = (record, size, now)
+        self.waiting[rid] = None
         return rid, None
 
     def remove(self, rid: bytes) -> None:
         self.pending.pop(rid, None)
-        self.in_flight.discard(rid)
+        self.waiting.pop(rid, None)
+
+    def proposed(self, rid: bytes) -> None:
+        """``rid`` is in a block proposed in the current view."""
+        self.waiting.pop(rid, None)
+
+    def reset_proposed(self, still_proposed: Iterable[bytes]) -> None:
+        """New view: everything not in ``still_proposed`` is waiting again (FIFO order)."""
+        keep = set(still_proposed)
+        self.waiting = OrderedDict((rid, None) for rid in self.pending if rid not in keep)
 
     def delivered(self, rid: bytes) -> None:
         self.remove(rid)
@@ -62,14 +82,9 @@ class RequestQueue:
         if len(self.recent) > self.capacity:
             self.recent.popitem(last=False)
 
-    def waiting(self) -> int:
-        """Number of pending requests not yet in a proposed block."""
-        return len(self.pending) - len(self.in_flight & self.pending.keys())
-
     def oldest_waiting(self) -> int | None:
-        for rid, (_, _, t) in self.pending.items():
-            if rid not in self.in_flight:
-                return t
+        for rid in self.waiting:
+            return self.pending[rid][2]
         return None
 
     def batch(self, max_entries: int, max_bytes: int) -> tuple[list[EntryRecord], int, int]:
@@ -77,9 +92,8 @@ class RequestQueue:
         records: list[EntryRecord] = []
         size = 0
         oldest = 0
-        for rid, (record, rsize, t) in self.pending.items():
-            if rid in self.in_flight:
-                continue
+        for rid in self.waiting:
+            record, rsize, t = self.pending[rid]
             if records and size + rsize > max_bytes:
                 break
             if not records:

@@ -85,7 +85,7 @@ def start_view_change(r: "Replica", new_view: int, now: int) -> None:
     st = r.vc
     st.deadline, st.deferred = None, None
     reset_for_view(r.slots, new_view)
-    r.requests.in_flight = set()
+    r.requests.reset_proposed(())
     stable = r.ckpt.stable_seq
     certs = {s: c for s, c in r.prepared_certs.items() if s > stable}
     prepared = tuple((certs[s][2], certs[s][3]) for s in sorted(certs))
@@ -278,7 +278,7 @@ def enter_view(r: "Replica", view: int, nv_bytes: bytes, pps: list[tuple[int, by
     st.votes = {s: v for s, v in st.votes.items() if v[0] > view}
     st.replied.clear()
     r.persist(("view", encode([view, 0])))
-    r.requests.in_flight = {request_id(rec) for s in r.slots.values() if s.committed for rec in s.block.records}
+    r.requests.reset_proposed(request_id(rec) for s in r.slots.values() if s.committed for rec in s.block.records)
     r.work_since = now
     r.emit(io.ViewChanged(view, r.primary()))
     first = None
