@@ -163,6 +163,33 @@ def _add_user_verbs(sub: argparse._SubParsersAction) -> None:
     verify.add_argument("--json", action="store_true", help="print the verdict and record as JSON")
     verify.set_defaults(func=verbs.verify)
 
+    receipt = sub.add_parser(
+        "receipt",
+        help="write the self-contained receipt of a deposit (verifiable offline)",
+        description="Fetch the receipt of deposit CODE: one JSON document that proves, offline and with only "
+        "genesis.json, the deposit's digest and fields, its block, and the validators' signatures "
+        "(docs/receipt.md). Exit 1 if the code is not on chain, 2 if it is malformed.",
+    )
+    receipt.add_argument("code", metavar="CODE", help="the deposit code")
+    receipt.add_argument("--node", required=True, metavar="URL", help="node API base URL")
+    receipt.add_argument("-o", "--output", required=True, metavar="FILE", help="where to write it ('-': stdout)")
+    receipt.add_argument("--timeout", type=_seconds, default=30.0, metavar="S", help="request timeout")
+    receipt.set_defaults(func=verbs.receipt)
+
+    vr = sub.add_parser(
+        "verify-receipt",
+        help="verify a receipt fully offline (and compare a file with it)",
+        description="Check RECEIPT against GENESIS with no network: format, chain, code derivation, the "
+        "depositor's signature, every Merkle proof, the block header and a quorum of validator "
+        "signatures; with --file, also that the file's SHA-256 is the deposited digest. Names the check "
+        "that failed. Exit 0 valid/match, 1 invalid/mismatch, 2 unreadable input.",
+    )
+    vr.add_argument("receipt", metavar="RECEIPT", help="the receipt JSON file")
+    vr.add_argument("--genesis", required=True, metavar="GENESIS", help="the consortium's genesis.json")
+    vr.add_argument("--file", metavar="FILE", help="the evidence file to compare (hashed locally)")
+    vr.add_argument("--json", action="store_true", help="print the verdict and every check as JSON")
+    vr.set_defaults(func=verbs.verify_receipt)
+
     query = sub.add_parser(
         "query",
         help="a court's view: every deposit filed under a case, with full records",

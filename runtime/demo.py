@@ -21,6 +21,8 @@ from pathlib import Path
 from ledger.codes import parse_code
 from ledger.crypto import load_key_file
 from ledger.errors import CodeError
+from ledger.genesis import load_genesis
+from ledger.receipt import receipt_json, verify_receipt
 from services.client import ClientError, EvledgerClient, build_deposits, hash_file
 
 from . import cluster
@@ -91,6 +93,20 @@ def _retrieve(consortium: cluster.Cluster, deposits: list[dict], evidence: Path)
     return ok
 
 
+def _receipt(consortium: cluster.Cluster, deposit: dict, root: Path) -> bool:
+    with EvledgerClient(consortium.nodes[2].api) as client:
+        doc = client.receipt(deposit["code"])
+    path = root / "receipt.json"
+    path.write_text(receipt_json(doc), encoding="utf-8")
+    genesis = load_genesis(consortium.dir / "genesis.json")
+    verdict = verify_receipt(path.read_bytes(), genesis, hash_file(deposit["file"]))
+    passed = sum(1 for c in verdict.checks if c.status == "passed")
+    quorum = next((c.message for c in verdict.checks if c.id == "certificate_quorum"), "")
+    _say("  %s + %s -> %s (%d checks passed; %s)" % (path.name, deposit["file"].name, verdict.verdict.upper(),
+                                                     passed, quorum))
+    return verdict.verdict == "match"
+
+
 def run(once: bool, folder: str | None = None) -> int:
     root = Path(folder) if folder else Path(tempfile.mkdtemp(prefix="evledger-demo-"))
     keep = folder is not None
@@ -111,8 +127,12 @@ def run(once: bool, folder: str | None = None) -> int:
             _say("  %s  %-16s %-22s block %s" % (d["code"], d["category"], d["file"].name, d.get("height")))
         _say("\none-click evidence retrieval on %s (another institution's node)" % consortium.nodes[-1].name)
         ok = _retrieve(consortium, deposits, evidence)
-        _say("\ntry it yourself:\n  evledger verify %s %s --node %s\n  evledger status --node %s"
-             % (deposits[0]["code"], deposits[0]["file"], consortium.nodes[0].api, consortium.nodes[0].api))
+        _say("\noffline receipt check (no network: only genesis.json and the receipt)")
+        ok &= _receipt(consortium, deposits[0], root)
+        _say("\ntry it yourself:\n  evledger verify %s %s --node %s\n  evledger verify-receipt %s --genesis %s "
+             "--file %s\n  evledger status --node %s"
+             % (deposits[0]["code"], deposits[0]["file"], consortium.nodes[0].api, root / "receipt.json",
+                consortium.dir / "genesis.json", deposits[0]["file"], consortium.nodes[0].api))
         if not ok:
             _say("\nthe tour found a problem (see above)")
             return 1

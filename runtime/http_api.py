@@ -59,6 +59,8 @@ class Service(Protocol):
     def deposit_view(self, code_key: bytes) -> dict: ...
     def verify(self, code_key: bytes, digest: bytes) -> dict: ...
     def block_view(self, height: int) -> dict: ...
+    def receipt(self, code_key: bytes) -> dict: ...
+    def genesis_document(self) -> str: ...
     def case_view(self, case: str, caller: str, limit: int, after: bytes | None) -> dict: ...
     def full_deposit_view(self, code_key: bytes, caller: str) -> dict: ...
 
@@ -114,6 +116,8 @@ class Api:
             ("POST", "/v1/deposits", self.post_deposits, False),
             ("GET", "/v1/deposits/{code}", self.get_deposit, True),
             ("POST", "/v1/verify", self.post_verify, True),
+            ("GET", "/v1/receipts/{code}", self.get_receipt, True),
+            ("GET", "/v1/genesis.json", self.get_genesis, True),
             ("GET", "/v1/blocks/{height}", self.get_block, False),
             ("GET", "/v1/cases/{case}/deposits", self.get_case, False),
             ("GET", "/v1/openapi.json", self.openapi, True),
@@ -226,6 +230,13 @@ class Api:
             raise ApiFailure(400, "bad_digest", "digest must be 64 hex characters (a SHA-256 digest)") from None
         return web.json_response(self.service.verify(code_key, raw))
 
+    async def get_receipt(self, request: web.Request) -> web.Response:
+        return web.json_response(self.service.receipt(parse_code_param(request.match_info["code"])),
+                                 dumps=_dumps_utf8)
+
+    async def get_genesis(self, request: web.Request) -> web.Response:
+        return web.Response(text=self.service.genesis_document(), content_type="application/json")
+
     async def get_block(self, request: web.Request) -> web.Response:
         await self._signed(request, b"", None)
         text = request.match_info["height"]
@@ -242,6 +253,10 @@ class Api:
             await self._signed(request, b"", frozenset({"validator", "observer"}))
         return web.Response(text=self.service.registry.render(), content_type="text/plain",
                             headers={"X-Content-Type-Options": "nosniff"})
+
+
+def _dumps_utf8(doc: object) -> str:
+    return json.dumps(doc, ensure_ascii=False)
 
 
 def _json_object(body: bytes, content_type: str) -> dict:

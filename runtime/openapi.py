@@ -78,6 +78,12 @@ OPENAPI = {
                 "properties": {"code": {"type": "string"}, "digest": {"type": "string"}}}}}},
             "responses": {"200": {"description": "{match, code, height, deposited_at, depositor, category}"},
                           **_errors(400, 404, 415, 429)}}},
+        "/v1/receipts/{code}": {"get": {
+            "summary": "The self-contained receipt of a committed deposit (docs/receipt.md); verifies offline "
+                       "with only genesis.json", "parameters": [_CODE],
+            "responses": {"200": {"description": "evledger-receipt/1 JSON document"}, **_errors(400, 404, 429)}}},
+        "/v1/genesis.json": {"get": {"summary": "The consortium's genesis document (public)",
+                                     "responses": {"200": {"description": "evledger-genesis/1"}, **_errors(429)}}},
         "/v1/blocks/{height}": {"get": {
             "summary": "A block with its commit certificate (signed member)", "security": _SIGNED,
             "parameters": [{"name": "height", "in": "path", "required": True, "schema": {"type": "integer"}}],

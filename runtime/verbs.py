@@ -282,3 +282,79 @@ def query(args: Any) -> int:
             print("      %s: %s" % (key, value))
     return EXIT_OK
 
+
+# ----------------------------------------------------------------------- receipts
+
+def receipt(args: Any) -> int:
+    """``evledger receipt CODE --node URL -o FILE``: fetch the self-contained receipt."""
+    try:
+        code = parse_code(args.code)
+    except CodeError as exc:
+        err("malformed_code: %s" % exc)
+        return EXIT_USAGE
+    client = EvledgerClient(args.node, timeout=args.timeout)
+    try:
+        doc = client.receipt(code)
+    except ApiError as exc:
+        if exc.code == "not_found":
+            err("not_found: %s" % exc)
+            return EXIT_NOT_VALID
+        return api_exit(exc)
+    except ClientError as exc:
+        return api_exit(exc)
+    finally:
+        client.close()
+    from ledger.receipt import receipt_json
+
+    text = receipt_json(doc)
+    if args.output == "-":
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    else:
+        Path(args.output).write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
+        err("wrote %s (verify it offline: evledger verify-receipt %s --genesis genesis.json)" % (args.output,
+                                                                                                args.output))
+    return EXIT_OK
+
+
+def verify_receipt(args: Any) -> int:
+    """``evledger verify-receipt RECEIPT --genesis GENESIS [--file FILE]``: fully offline."""
+    from ledger.errors import GenesisError
+    from ledger.genesis import load_genesis
+    from ledger.receipt import verify_receipt as check
+
+    try:
+        genesis = load_genesis(args.genesis)
+    except (GenesisError, OSError) as exc:
+        err("cannot use %s: %s" % (args.genesis, exc))
+        return EXIT_USAGE
+    try:
+        data = Path(args.receipt).read_bytes()
+    except OSError as exc:
+        err("cannot read %s: %s" % (args.receipt, exc))
+        return EXIT_USAGE
+    digest = None
+    if args.file:
+        if not Path(args.file).is_file():
+            err("%s is not a readable file" % args.file)
+            return EXIT_USAGE
+        digest = hash_file(args.file)
+    verdict = check(data, genesis, digest)
+    if args.json:
+        print(json.dumps(verdict.to_dict(), ensure_ascii=False))
+    else:
+        print(_RECEIPT_TEXT[verdict.verdict] + ("" if verdict.ok or verdict.verdict == "mismatch"
+                                                 else ": check %s failed" % verdict.failed_check))
+        print("  " + verdict.message)
+        for c in verdict.checks:
+            print("  [%s] %-20s %s" % ({"passed": "ok", "failed": "FAIL", "skipped": "--"}[c.status], c.id,
+                                        c.message))
+    return EXIT_OK if verdict.ok else EXIT_NOT_VALID
+
+
+_RECEIPT_TEXT = {
+    "match": "MATCH: the receipt is valid and the file is exactly the deposited evidence",
+    "valid": "VALID: the receipt proves this deposit on this consortium's chain",
+    "mismatch": "MISMATCH: the receipt is valid but the file is NOT the deposited evidence",
+    "invalid": "INVALID RECEIPT",
+}
+

@@ -200,3 +200,33 @@ def test_backup_restarted_and_wiped_node_resynchronise(consortium):
     finally:
         proc.terminate()
         proc.wait(15)
+
+
+def test_receipt_from_one_node_verifies_offline_and_names_a_tamper(consortium, tmp_path):
+    folder, doc = consortium
+    evidence = tmp_path / "合同.txt"
+    evidence.write_text("电子合同 第1版\n", encoding="utf-8")
+    result = run_cli("deposit", str(evidence), "--node", doc["nodes"][0]["api"], "--key", client_key(doc, "depositor"),
+                     "--category", "e-contract", "--wait", "--json")
+    assert result.returncode == 0, result.stderr
+    code = json.loads(result.stdout)[0]["code"]
+    receipt = tmp_path / "receipt.json"
+    observer = api_of(doc, "observer-1")
+    wait_for(lambda: run_cli("receipt", code, "--node", observer, "-o", str(receipt)).returncode == 0, 20,
+             "the observer to serve the receipt")
+    genesis = str(folder / "genesis.json")
+    ok = run_cli("verify-receipt", str(receipt), "--genesis", genesis, "--file", str(evidence), "--json")
+    assert ok.returncode == 0 and json.loads(ok.stdout)["verdict"] == "match", ok.stdout + ok.stderr
+    other = tmp_path / "other.txt"
+    other.write_text("电子合同 第2版\n", encoding="utf-8")
+    bad = run_cli("verify-receipt", str(receipt), "--genesis", genesis, "--file", str(other), "--json")
+    assert bad.returncode == 1 and json.loads(bad.stdout)["verdict"] == "mismatch"
+    tampered = json.loads(receipt.read_text())
+    tampered["header"]["timestamp"] -= 86_400_000  # backdate the block by a day
+    forged = tmp_path / "forged.json"
+    forged.write_text(json.dumps(tampered))
+    result = run_cli("verify-receipt", str(forged), "--genesis", genesis, "--json")
+    verdict = json.loads(result.stdout)
+    assert result.returncode == 1 and verdict["verdict"] == "invalid" and verdict["failed_check"]
+    assert run_cli("receipt", code[:-1] + "#", "--node", observer, "-o", "-").returncode == 2
+    assert run_cli("verify-receipt", str(tmp_path / "missing.json"), "--genesis", genesis).returncode == 2
