@@ -52,6 +52,7 @@ contract (``tests/unit/test_store_contract.py``).
 
 from __future__ import annotations
 
+import abc
 import threading
 from dataclasses import dataclass
 from typing import Any, Iterator
@@ -104,13 +105,14 @@ def _check_cover(wanted: set, given: set, what: str) -> None:
         raise _fail("bad_index", "%s %r is missing from the index" % (what, tuple(missing[0])))
 
 
-class Store:
+class Store(abc.ABC):
     """Interface and shared logic of every store backend (see the module docstring)."""
 
     def __init__(self) -> None:
         self._head = EMPTY_HEAD
         self._closed = False
         self._lock = threading.RLock()
+        self._sync = True  # False only inside write_group, for every write but the last
 
     # ------------------------------------------------------------- lifecycle
 
@@ -226,6 +228,33 @@ class Store:
         with self._lock:
             self._open_head()
             self._persist(checked)
+
+    def write_group(self, ops: list[tuple]) -> list[Head | None]:
+        """Apply persists and appends in order, made durable together by one sync at the end.
+
+        ``ops`` are ``("persist", writes)`` and ``("append", block, certificate, index)``;
+        each is checked and applied exactly as :meth:`persist` / :meth:`append` would,
+        but only the last is synced (group commit).  The backend's log is
+        sequential, so when that sync returns every earlier write of the group is on
+        disk too; after a crash, what survives is a prefix of the group.  Returns the
+        new head of each append (``None`` for a persist).  An exception stops the
+        group at the failing op; the earlier ones are applied (unsynced).
+        """
+        out: list[Head | None] = []
+        with self._lock:
+            try:
+                for i, op in enumerate(ops):
+                    self._sync = i == len(ops) - 1
+                    if op[0] == "persist":
+                        self.persist(op[1])
+                        out.append(None)
+                    elif op[0] == "append":
+                        out.append(self.append(op[1], op[2], op[3]))
+                    else:
+                        raise TypeError("unknown store op %r" % (op[0],))
+            finally:
+                self._sync = True
+        return out
 
     def replica_state(self) -> dict[str, bytes]:
         """Everything :meth:`persist` has kept, for rebuilding the replica after a restart."""
@@ -365,53 +394,63 @@ class Store:
 
     # --------------------------------------------------- backend primitives
 
+    @abc.abstractmethod
     def _close(self) -> None:
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def _commit(self, plan: AppendPlan) -> None:
         """Write ``plan`` atomically (all of it or nothing) and durably."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def _persist(self, writes: list[tuple[str, bytes | None]]) -> None:
         """Apply replica-state writes atomically and durably."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def _load_replica_state(self) -> dict[str, bytes]:
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def _read_header_cert(self, height: int) -> tuple[BlockHeader, CommitCertificate]:
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def _read_record(self, height: int, entry_index: int) -> EntryRecord:
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def _read_records(self, height: int, count: int) -> tuple[EntryRecord, ...]:
-        raise NotImplementedError
+        ...
 
     def _read_raw_records(self, height: int, count: int) -> list[bytes]:
+        """The stored encodings of a block's records (backends that keep bytes override this)."""
         return [r.encode() for r in self._read_records(height, count)]
 
+    @abc.abstractmethod
     def _read_node(self, level: int, index: int) -> bytes:
         """A stored node; a missing one is a CorruptionError naming it."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def _read_leaves(self, begin: int, end: int) -> list[bytes]:
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def _read_location(self, code: bytes) -> Location | None:
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def _read_entry_ref(self, key: bytes) -> EntryRef | None:
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def _read_case_codes(self, case: str, after: bytes | None, limit: int) -> list[bytes]:
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def _scan(self, kind: str) -> Iterator[tuple[Any, Any]]:
         """Every stored item of ``kind``: ``"codes"`` (code, Location), ``"entry_keys"``
         (key, EntryRef), ``"cases"`` (case, code), ``"heights"``/``"records"``/``"nodes"``
         (id, None).  A value that fails to load is yielded as its CorruptionError."""
-        raise NotImplementedError
 
 
 class MemoryStore(Store):
