@@ -20,38 +20,23 @@ listen on 127.0.0.1, peer port ``P+i`` and API port ``P+100+i``; at most
 :data:`MAX_NODES` nodes keep the two ranges apart.
 
 :func:`up` validates every node's configuration first (:func:`runtime.config.load_node`;
-a bad file is an input error and nothing is started), refuses if a node of the
-folder is already running, then starts each node as its own process
-(``COMMAND... CONFIG``, by default ``python cli.py run CONFIG``) in a new session,
-so that closing the terminal or ``Ctrl-C`` in it does not reach the nodes, with
-standard output and error appended to ``node.log``.  It then polls every node's
-``GET /v1/status`` (on the API address genesis gives it, without any HTTP proxy)
-until each answers 200 with its own member name.  If a node exits first, or the
-deadline passes, it stops every process it started and raises :class:`StartError`
-naming the node with the tail of its log.
-
-:func:`down` reads the pid files; a recorded process is signalled only if it is
-alive *and* its command line (``/proc/PID/cmdline``) contains the node's
-``node.toml`` path, so a pid reused by an unrelated process is never touched.  It
-sends SIGTERM, waits up to a deadline, sends SIGKILL to stragglers and removes the
-pid files.  Stale pid files are removed.  Paths are resolved with ``realpath`` so a
-folder reached through a symbolic link is still recognised.
+a bad file is an input error and nothing is started) and refuses if a node of the
+folder is already running; :func:`down` checks that the folder is a cluster folder.
+Both then hand the node folders to ``runtime/processes.py``, which starts each node
+as its own process and waits until it answers (stopping everything it started if
+one does not), or stops the recorded processes, recognising them by their pid
+files *and* their command lines.  Paths are resolved with ``realpath`` so a folder
+reached through a symbolic link is still recognised.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import secrets
 import shutil
-import signal
 import socket
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Sequence
@@ -61,7 +46,9 @@ from ledger.errors import GenesisError, InputError
 from ledger.block import MAX_VALIDATORS
 from ledger.genesis import NODE_ROLES, Genesis, Member, Node, build_genesis, load_genesis
 
+from . import processes
 from .config import KEYS, ConfigError, load_node
+from .processes import StartError, StopReport, default_command, log_tail, write_text
 
 __all__ = [
     "API_OFFSET",
@@ -79,6 +66,7 @@ __all__ = [
     "default_command",
     "down",
     "init",
+    "log_tail",
     "plan",
     "read",
     "up",
@@ -91,24 +79,15 @@ MAX_NODES = API_OFFSET - 1
 HOST = "127.0.0.1"
 CONFIG_FILE = "node.toml"
 NODE_KEY_FILE = "node.key"
-PID_FILE = "node.pid"
-LOG_FILE = "node.log"
-LOG_TAIL_LINES = 20
-_LOG_MARK = "==== evledger cluster up: starting "
+# A node's process files, and the mark before each start in its log, are runtime.processes' business.
+PID_FILE, LOG_FILE, LOG_TAIL_LINES, _LOG_MARK = (processes.PID_FILE, processes.LOG_FILE, processes.LOG_TAIL_LINES,
+                                                 processes._LOG_MARK)
 
 
 class ClusterError(InputError):
     """The cluster folder or a request about it is not acceptable (bad input: exit 2)."""
 
     reason = "bad_cluster"
-
-
-class StartError(Exception):
-    """A node did not come up; every process ``up`` had started has been stopped (exit 3)."""
-
-    def __init__(self, node: str, problem: str, log: Path, tail: Sequence[str]):
-        super().__init__("%s did not start: %s" % (node, problem))
-        self.node, self.problem, self.log, self.tail = node, problem, log, tuple(tail)
 
 
 # --------------------------------------------------------------------------- who is in a consortium
@@ -307,7 +286,7 @@ def init(directory: str | os.PathLike, *, validators: int = DEFAULT_VALIDATORS, 
                                 display_name="本地电子证据联盟链 / evledger local consortium %s" % chain_id)
     except GenesisError as exc:  # the plan is built to be valid; this names the rule it broke
         raise ClusterError(str(exc), reason=exc.reason) from None
-    _write_text(root / "genesis.json", genesis.to_json(), 0o644)
+    write_text(root / "genesis.json", genesis.to_json(), 0o644)
     (root / "clients").mkdir(mode=0o700)
     for who, node in members_plan:
         if node is None:
@@ -316,7 +295,7 @@ def init(directory: str | os.PathLike, *, validators: int = DEFAULT_VALIDATORS, 
         folder = root / "nodes" / who.name
         folder.mkdir(mode=0o700, parents=True)
         write_key_file(folder / NODE_KEY_FILE, who.name, keys[who.name])
-        _write_text(folder / CONFIG_FILE, node_toml(who, node), 0o644)
+        write_text(folder / CONFIG_FILE, node_toml(who, node), 0o644)
     return read(root)
 
 
@@ -340,70 +319,7 @@ def _prepare(root: Path, force: bool) -> None:
     root.mkdir(parents=True, exist_ok=True)
 
 
-def _write_text(path: Path, text: str, mode: int) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.write(fd, text.encode("utf-8"))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-
-
-# --------------------------------------------------------------------------- processes
-
-
-def _cmdline(pid: int) -> list[str] | None:
-    """The process's arguments, or ``None`` if it cannot be read (gone, or not ours to read)."""
-    try:
-        raw = Path("/proc/%d/cmdline" % pid).read_bytes()
-    except OSError:
-        return None
-    return raw.decode("utf-8", "surrogateescape").split("\x00")
-
-
-def _alive(pid: int) -> bool:
-    """Whether ``pid`` is a live process; reaps it first if it is our exited child."""
-    try:
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        if done == pid:
-            return False
-    except ChildProcessError:
-        pass
-    try:
-        stat_text = Path("/proc/%d/stat" % pid).read_text()
-        if stat_text.rpartition(")")[2].split()[0] in ("Z", "X"):
-            return False  # a zombie: exited, waiting for its parent to reap it
-    except (OSError, IndexError):
-        pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _ours(pid: int, config: Path) -> bool:
-    """Whether ``pid`` is alive and is the node started with ``config`` (its command line names it)."""
-    if not _alive(pid):
-        return False
-    if not Path("/proc/self/cmdline").exists():  # no /proc (not Linux): trust the pid file
-        return True
-    args = _cmdline(pid)
-    return args is not None and str(config) in args
-
-
-def _read_pid(path: Path) -> int | None:
-    try:
-        text = path.read_text().strip()
-    except FileNotFoundError:
-        return None
-    except OSError:
-        return -1
-    return int(text) if text.isdigit() and 0 < int(text) < 2 ** 31 else -1
+# --------------------------------------------------------------------------- up and down
 
 
 def _node_dirs(root: Path) -> list[Path]:
@@ -411,33 +327,14 @@ def _node_dirs(root: Path) -> list[Path]:
     return sorted(p for p in nodes.iterdir() if p.is_dir()) if nodes.is_dir() else []
 
 
+def _configs(root: Path) -> list[Path]:
+    """Where the ``node.toml`` of each node folder of ``root`` is (or would be)."""
+    return [folder / CONFIG_FILE for folder in _node_dirs(root)]
+
+
 def _running(root: Path) -> list[tuple[str, int]]:
     """(name, pid) of every node of ``root`` whose pid file names a live process of ours."""
-    out = []
-    for folder in _node_dirs(root):
-        pid = _read_pid(folder / PID_FILE)
-        if pid and pid > 0 and _ours(pid, folder / CONFIG_FILE):
-            out.append((folder.name, pid))
-    return out
-
-
-@dataclass
-class _Started:
-    entry: NodeEntry
-    proc: subprocess.Popen
-    log: Path
-
-
-def default_command() -> list[str]:
-    """How a node process is started, without its CONFIG argument: ``python .../cli.py run``.
-
-    The path of ``cli.py`` is used rather than the ``evledger`` console script (which
-    may not be on ``PATH``) or ``-m cli`` (which depends on the working directory).
-    """
-    spec = importlib.util.find_spec("cli")
-    if spec is not None and spec.origin:
-        return [sys.executable, spec.origin, "run"]
-    return [sys.executable, "-m", "cli", "run"]
+    return processes.running(_configs(root))
 
 
 def up(directory: str | os.PathLike, *, command: Sequence[str] | None = None, timeout: float = 30.0,
@@ -462,102 +359,9 @@ def up(directory: str | os.PathLike, *, command: Sequence[str] | None = None, ti
     if running:
         raise ClusterError("already running: %s; stop them first with: evledger cluster down %s"
                            % (", ".join("%s (pid %d)" % r for r in running), cluster.dir), reason="already_running")
-    argv = list(command) if command is not None else default_command()
-    started: list[_Started] = []
-    try:
-        for entry in cluster.nodes:
-            started.append(_spawn(entry, argv))
-            say("started %s (pid %d), log %s" % (entry.name, started[-1].proc.pid, started[-1].log))
-        say("waiting up to %g s for %d node%s to answer" % (timeout, len(started), "" if len(started) == 1 else "s"))
-        _wait_ready(started, time.monotonic() + timeout, timeout)
-    except BaseException:
-        _stop([(s.entry.config.parent, s.proc.pid, s.proc) for s in started], 10.0)
-        raise
-    nodes = tuple(replace(s.entry, pid=s.proc.pid) for s in started)
+    pids = processes.start(cluster.nodes, command, timeout, say)
+    nodes = tuple(replace(entry, pid=pid) for entry, pid in zip(cluster.nodes, pids))
     return replace(cluster, nodes=nodes)
-
-
-def _spawn(entry: NodeEntry, argv: list[str]) -> _Started:
-    folder = entry.config.parent
-    log = folder / LOG_FILE
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    args = argv + [str(entry.config)]
-    with open(log, "ab") as out:
-        out.write(("\n%s%s at %s: %s ====\n" % (_LOG_MARK, entry.name, time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                                                 " ".join(args))).encode())
-        out.flush()
-        try:
-            proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, cwd=folder,
-                                    env=env, start_new_session=True, close_fds=True)
-        except OSError as exc:
-            raise StartError(entry.name, "cannot run %s: %s" % (args[0], exc.strerror or exc), log, []) from None
-    _write_text(folder / PID_FILE, "%d\n" % proc.pid, 0o644)
-    return _Started(entry, proc, log)
-
-
-def _status_ok(url: str, name: str) -> bool:
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never through an HTTP proxy
-    try:
-        with opener.open(url, timeout=1.0) as resp:
-            if resp.status != 200:
-                return False
-            doc = json.loads(resp.read(65536))
-    except (OSError, ValueError, urllib.error.URLError):
-        return False
-    return isinstance(doc, dict) and doc.get("node") == name
-
-
-def _wait_ready(started: list[_Started], deadline: float, timeout: float) -> None:
-    waiting = list(started)
-    while waiting:
-        for s in list(waiting):
-            url = s.entry.api.rstrip("/") + "/v1/status"
-            code = s.proc.poll()
-            if code is not None:
-                raise StartError(s.entry.name, "the process exited with code %d before answering on %s"
-                                 % (code, url), s.log, log_tail(s.log))
-            if _status_ok(url, s.entry.name):
-                waiting.remove(s)
-        if not waiting:
-            return
-        if time.monotonic() > deadline:
-            s = waiting[0]
-            raise StartError(s.entry.name, "no answer from %s within %g s" % (s.entry.api.rstrip("/") + "/v1/status",
-                             timeout), s.log, log_tail(s.log))
-        time.sleep(0.1)
-
-
-def log_tail(log: Path, lines: int = LOG_TAIL_LINES) -> list[str]:
-    """The last ``lines`` lines of ``log`` written since the last start by :func:`up`."""
-    try:
-        with open(log, "rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            size = fh.tell()
-            fh.seek(max(0, size - 64 * 1024))
-            text = fh.read().decode("utf-8", "replace")
-    except OSError:
-        return []
-    mark = text.rfind(_LOG_MARK)
-    if mark >= 0:
-        text = text[mark:].split("\n", 1)[1] if "\n" in text[mark:] else ""
-    return [line for line in text.splitlines() if line.strip()][-lines:]
-
-
-# --------------------------------------------------------------------------- down
-
-
-@dataclass
-class StopReport:
-    """What :func:`down` did, by node name."""
-
-    stopped: list[str]  # exited after SIGTERM
-    killed: list[str]  # needed SIGKILL
-    not_running: list[str]  # no pid file, or a stale one (removed)
-    survivors: list[str]  # still alive after SIGKILL (pid file kept)
-
-    def to_doc(self) -> dict:
-        return {"stopped": self.stopped, "killed": self.killed, "not_running": self.not_running,
-                "survivors": self.survivors}
 
 
 def down(directory: str | os.PathLike, *, timeout: float = 15.0) -> StopReport:
@@ -567,53 +371,7 @@ def down(directory: str | os.PathLike, *, timeout: float = 15.0) -> StopReport:
         raise ClusterError("%s is not a folder" % root)
     if not (root / "nodes").is_dir():
         raise ClusterError("%s has no nodes/ folder: not a cluster folder" % root)
-    targets, idle = [], []
-    for folder in _node_dirs(root):
-        pid = _read_pid(folder / PID_FILE)
-        if pid is not None and pid > 0 and _ours(pid, folder / CONFIG_FILE):
-            targets.append((folder, pid, None))
-            continue
-        if pid is not None:
-            (folder / PID_FILE).unlink(missing_ok=True)  # stale: the process is gone or is someone else's
-        if (folder / CONFIG_FILE).exists():
-            idle.append(folder.name)
-    stopped, killed, survivors = _stop(targets, timeout)
-    return StopReport(stopped, killed, idle, survivors)
-
-
-def _stop(targets: list[tuple[Path, int, subprocess.Popen | None]],
-          timeout: float) -> tuple[list[str], list[str], list[str]]:
-    """SIGTERM every target, wait until ``timeout``, SIGKILL the rest; remove the pid files of the dead."""
-    def alive(pid: int, proc: subprocess.Popen | None) -> bool:
-        return proc.poll() is None if proc is not None else _alive(pid)
-
-    def signal_all(group: list, sig: int) -> None:
-        for _, pid, proc in group:
-            if alive(pid, proc):
-                try:
-                    os.kill(pid, sig)
-                except ProcessLookupError:
-                    pass
-
-    def wait(group: list, until: float) -> list:
-        while True:
-            group = [t for t in group if alive(t[1], t[2])]
-            if not group or time.monotonic() > until:
-                return group
-            time.sleep(0.05)
-
-    signal_all(targets, signal.SIGTERM)
-    left = wait(targets, time.monotonic() + timeout)
-    signal_all(left, signal.SIGKILL)
-    survivors = wait(left, time.monotonic() + 5.0)
-    still_alive = {folder for folder, _, _ in survivors}
-    for folder, _, _ in targets:
-        if folder not in still_alive:
-            (folder / PID_FILE).unlink(missing_ok=True)
-    needed_kill = {folder for folder, _, _ in left}
-    stopped = [folder.name for folder, _, _ in targets if folder not in needed_kill]
-    killed = [folder.name for folder, _, _ in left if folder not in still_alive]
-    return stopped, killed, [folder.name for folder in sorted(still_alive)]
+    return processes.stop(_configs(root), timeout)
 
 
 def free_base_port() -> int:

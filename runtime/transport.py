@@ -24,16 +24,15 @@ moves opaque payloads (already-encoded consensus messages) over it:
 * **Sending never blocks.**  ``send`` appends to the peer's queue (bounded in
   frames and bytes; when full the *oldest* frames are dropped and counted: consensus
   retransmits what matters, and fresh messages matter more than stale ones).  The
-  queue outlives connections: frames queued while a peer is down go out when it is
-  back.  One writer task per connection drains the queue in batches (many frames,
-  one ``write``, one ``drain``); a drain that makes no progress within
-  ``write_timeout`` closes the connection.
-* **Receiving.**  One reader per connection splits the stream (the length is checked
-  before the body is read), opens each frame and calls ``on_message(peer, payload)``
-  in order.  An exception there is logged and counted, never fatal.
-* **Liveness.**  A connection that has sent nothing for ``heartbeat_interval`` sends
-  a heartbeat (an empty sealed frame); one that has received nothing for
-  ``idle_timeout`` is closed.  This finds half-open connections.
+  queue belongs to the peer (:class:`_Peer`), not to a connection, so it outlives
+  connections: frames queued while a peer is down go out when it is back.
+* **Per connection** (``runtime/connection.py``): one reader delivers frames in
+  order to ``on_message(peer, payload)`` (an exception there is logged and counted,
+  never fatal); one writer drains the peer's queue in batches and closes the
+  connection when a drain makes no progress within ``write_timeout``; a watch task
+  sends heartbeats after ``heartbeat_interval`` of silence and closes a connection
+  that has received nothing for ``idle_timeout`` (this finds half-open ones).
+  This module decides which connection is live and runs those tasks.
 * **Faults stay local.**  Anything a peer does wrong — garbage, an oversize prefix,
   a bad signature, a forged or replayed frame, silence — closes that one connection
   with a reason counted in :class:`TransportStats`; the node keeps serving others.
@@ -57,19 +56,9 @@ from typing import Callable, Iterable, Mapping
 
 from ledger.crypto import PublicKey, SecretKey
 
-from .frames import (
-    DEFAULT_MAX_FRAME,
-    HANDSHAKE_MAX_FRAME,
-    HEADER,
-    MAX_LENGTH,
-    TAG_SIZE,
-    FrameDecoder,
-    FrameError,
-    Opener,
-    Sealer,
-    encode_frame,
-    read_frame,
-)
+from . import connection
+from .connection import WRITE_HIGH_WATER, Connection, RateLimitedLog, Shared
+from .frames import DEFAULT_MAX_FRAME, HANDSHAKE_MAX_FRAME, MAX_LENGTH, TAG_SIZE, FrameError, encode_frame, read_frame
 from .handshake import ACCEPTOR, DIALER, Handshake, HandshakeError
 
 log = logging.getLogger("evledger.transport")
@@ -77,11 +66,9 @@ log = logging.getLogger("evledger.transport")
 Address = tuple[str, int]
 OnMessage = Callable[[str, bytes], None]
 
-READ_CHUNK = 256 * 1024
 STREAM_LIMIT = 1024 * 1024
-BATCH_FRAMES = 1024
-BATCH_BYTES = 1024 * 1024
-WRITE_HIGH_WATER = 1024 * 1024
+# How one connection reads and batches its writes: runtime.connection's business, named here as before.
+READ_CHUNK, BATCH_FRAMES, BATCH_BYTES = connection.READ_CHUNK, connection.BATCH_FRAMES, connection.BATCH_BYTES
 
 
 @dataclass
@@ -149,25 +136,6 @@ class Backoff:
         self._attempt = 0
 
 
-class _RateLimitedLog:
-    """At most ``burst`` warnings per ``window`` seconds; the rest are counted and summarised."""
-
-    def __init__(self, burst: int = 20, window: float = 10.0):
-        self.burst, self.window = burst, window
-        self._start, self._count, self._suppressed = -1e18, 0, 0
-
-    def warning(self, now: float, msg: str, *args, exc_info: bool = False) -> None:
-        if now - self._start > self.window:
-            if self._suppressed:
-                log.warning("%d similar transport warnings were suppressed", self._suppressed)
-            self._start, self._count, self._suppressed = now, 0, 0
-        if self._count < self.burst:
-            self._count += 1
-            log.warning(msg, *args, exc_info=exc_info)
-        else:
-            self._suppressed += 1
-
-
 class _Peer:
     """Per-member state that outlives connections: the send queue and who is live."""
 
@@ -179,45 +147,13 @@ class _Peer:
         self.address = address  # None: we do not dial this member, it may dial us
         self.queue: collections.deque[bytes] = collections.deque()
         self.queued_bytes = 0
-        self.conn: _Connection | None = None
+        self.conn: Connection | None = None
         self.has_data = asyncio.Event()  # set while the queue may hold frames
         self.idle = asyncio.Event()  # set while there is no live connection
         self.idle.set()
         self.backoff = backoff
         self.connected_once = False
         self.outage_logged = False
-
-
-class _Connection:
-    """One authenticated connection (live or retired)."""
-
-    __slots__ = (
-        "peer", "state", "reader", "writer", "dialed", "sealer", "opener", "session_id", "since",
-        "last_rx", "last_tx", "ping_due", "reason", "retired_at", "writer_task", "watch_task",
-    )
-
-    def __init__(self, state: _Peer, reader, writer, dialed: bool, sealer: Sealer, opener: Opener,
-                 session_id: str, now: float):
-        self.peer = state.name
-        self.state = state
-        self.reader: asyncio.StreamReader = reader
-        self.writer: asyncio.StreamWriter = writer
-        self.dialed = dialed
-        self.sealer = sealer
-        self.opener = opener
-        self.session_id = session_id
-        self.since = self.last_rx = self.last_tx = now
-        self.ping_due = False
-        self.reason: str | None = None
-        self.retired_at: float | None = None
-        self.writer_task: asyncio.Task | None = None
-        self.watch_task: asyncio.Task | None = None
-
-    def fail(self, reason: str) -> None:
-        """Close now (first reason wins); the reader then ends and the connection is unregistered."""
-        if self.reason is None:
-            self.reason = reason
-        self.writer.transport.abort()
 
 
 class PeerTransport:
@@ -251,37 +187,19 @@ class PeerTransport:
         max_pending_handshakes: int = 64,
         rng: random.Random | None = None,
     ):
-        if members.get(name) != key.public:
-            raise ValueError("members[%r] must be the public key of `key`" % name)
-        unknown = sorted(set(peers) - set(members))
-        if unknown:
-            raise ValueError("peers that are not members: %s" % ", ".join(unknown))
-        if name in peers:
-            raise ValueError("a node does not dial itself: remove %r from peers" % name)
-        if not HANDSHAKE_MAX_FRAME <= max_frame <= MAX_LENGTH:
-            raise ValueError("max_frame must be in [%d, %d]" % (HANDSHAKE_MAX_FRAME, MAX_LENGTH))
-        if queue_limit < 1 or queue_bytes < max_frame:
-            raise ValueError("need queue_limit >= 1 and queue_bytes >= max_frame")
-        if not 0 < heartbeat_interval * 2 <= idle_timeout:
-            raise ValueError("idle_timeout must be at least twice heartbeat_interval")
-        if min(handshake_timeout, write_timeout, max_pending_handshakes) <= 0:
-            raise ValueError("timeouts and max_pending_handshakes must be positive")
-        if not callable(on_message):
-            raise TypeError("on_message must be callable")
+        _check_arguments(name, key, members, peers, on_message, max_frame=max_frame, queue_limit=queue_limit,
+                         queue_bytes=queue_bytes, handshake_timeout=handshake_timeout,
+                         heartbeat_interval=heartbeat_interval, idle_timeout=idle_timeout,
+                         write_timeout=write_timeout, max_pending_handshakes=max_pending_handshakes)
         self.name = name
         self._key = key
         self._chain_id = chain_id
         self._members = dict(members)
         self._listen = listen
-        self._on_message = on_message
-        self._max_frame = max_frame
         self._max_payload = max_frame - TAG_SIZE
         self._queue_limit = queue_limit
         self._queue_bytes = queue_bytes
         self._handshake_timeout = handshake_timeout
-        self._heartbeat_interval = heartbeat_interval
-        self._idle_timeout = idle_timeout
-        self._write_timeout = write_timeout
         self._max_pending = max_pending_handshakes
         self._rng = rng if rng is not None else random.Random()
         self._backoff_args = (backoff_base, backoff_max)
@@ -296,7 +214,9 @@ class PeerTransport:
         self._changed = asyncio.Event()
         self._started = False
         self._closed = False
-        self._warn = _RateLimitedLog()
+        self._warn = RateLimitedLog()
+        self._shared = Shared(name, on_message, self.stats, self._warn, max_frame, heartbeat_interval, idle_timeout,
+                              write_timeout, retire_timeout=handshake_timeout)
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -527,8 +447,8 @@ class PeerTransport:
             state = self._peers.get(session.peer)
             if state is None:  # an inbound member we do not dial (an observer, say)
                 state = self._peers[session.peer] = self._new_peer(session.peer, None)
-            conn = _Connection(state, reader, writer, dialed, session.sealer(), session.opener(),
-                               session.session_id, asyncio.get_running_loop().time())
+            conn = Connection(self._shared, state, reader, writer, dialed, session.sealer(), session.opener(),
+                              session.session_id, asyncio.get_running_loop().time())
             reason = await self._run(conn)
         finally:
             if reason == "eof" and writer.transport.get_write_buffer_size():
@@ -562,15 +482,15 @@ class PeerTransport:
         )
         writer.transport.abort()
 
-    async def _run(self, conn: _Connection) -> str:
+    async def _run(self, conn: Connection) -> str:
         """Read until the connection ends; return the reason it ended."""
         active = self._register(conn)
-        conn.watch_task = self._spawn(self._watch(conn), "watch-%s" % conn.peer)
+        conn.watch_task = self._spawn(conn.watch(), "watch-%s" % conn.peer)
         if active:
-            conn.writer_task = self._spawn(self._write_loop(conn), "write-%s" % conn.peer)
+            conn.writer_task = self._spawn(conn.write_loop(), "write-%s" % conn.peer)
         reason = "shutdown"
         try:
-            reason = await self._read_loop(conn)
+            reason = await conn.read_loop()
         finally:
             for task in (conn.writer_task, conn.watch_task):
                 if task is not None:
@@ -579,7 +499,7 @@ class PeerTransport:
             self._unregister(conn, reason)
         return reason
 
-    def _register(self, conn: _Connection) -> bool:
+    def _register(self, conn: Connection) -> bool:
         """Make ``conn`` the peer's live connection unless a preferred one exists; retire the loser."""
         state = conn.state
         old = state.conn
@@ -588,7 +508,7 @@ class PeerTransport:
                 keep_new = True  # same direction: the newer one wins (the peer restarted)
             else:
                 keep_new = conn.dialed == (self.name < conn.peer)  # keep the one the smaller name dialled
-            self._retire(old if keep_new else conn)
+            (old if keep_new else conn).retire()
             if not keep_new:
                 return False
         state.conn = conn
@@ -606,22 +526,7 @@ class PeerTransport:
         self._notify()
         return True
 
-    def _retire(self, conn: _Connection) -> None:
-        """Stop writing on a duplicate, half-close it, keep reading until the peer's FIN or a deadline."""
-        if conn.reason is None:
-            conn.reason = "duplicate"
-        conn.retired_at = asyncio.get_running_loop().time()
-        if conn.writer_task is not None:
-            conn.writer_task.cancel()
-        if conn.state.conn is conn:
-            conn.state.conn = None
-        try:
-            if conn.writer.can_write_eof():
-                conn.writer.write_eof()
-        except (OSError, RuntimeError):
-            conn.writer.transport.abort()
-
-    def _unregister(self, conn: _Connection, reason: str) -> None:
+    def _unregister(self, conn: Connection, reason: str) -> None:
         self.stats.disconnects[reason] += 1
         state = conn.state
         if state.conn is not conn:
@@ -636,92 +541,26 @@ class PeerTransport:
             state.queued_bytes = 0
         self._notify()
 
-    # ----------------------------------------------------------------- internals: the three loops
 
-    async def _read_loop(self, conn: _Connection) -> str:
-        """Deliver frames in order until the stream ends; return why it ended."""
-        reader, opener, peer = conn.reader, conn.opener, conn.peer
-        deliver, stats = self._on_message, self.stats
-        decoder = FrameDecoder(self._max_frame)
-        loop = asyncio.get_running_loop()
-        while True:
-            try:
-                data = await reader.read(READ_CHUNK)
-            except (ConnectionError, OSError):
-                return "connection_lost"
-            if not data:
-                return "truncated" if decoder.buffered else "eof"
-            conn.last_rx = loop.time()
-            stats.bytes_in += len(data)
-            for body in decoder.feed(data):
-                try:
-                    payload = opener.open(body)
-                except FrameError as exc:
-                    return exc.reason
-                if not payload:
-                    continue  # heartbeat
-                stats.frames_in += 1
-                try:
-                    deliver(peer, payload)
-                except Exception:
-                    stats.callback_errors += 1
-                    self._warn.warning(loop.time(), "%s: on_message raised for a frame from %s", self.name, peer,
-                                       exc_info=True)
-            if decoder.error is not None:
-                return decoder.error.reason
-
-    async def _write_loop(self, conn: _Connection) -> None:
-        """Drain the peer's queue into the socket in batches until cancelled."""
-        state, writer, seal, pack = conn.state, conn.writer, conn.sealer.seal, HEADER.pack
-        queue, has_data, stats = state.queue, state.has_data, self.stats
-        transport = writer.transport
-        loop = asyncio.get_running_loop()
-        try:
-            while True:
-                if not queue and not conn.ping_due:
-                    has_data.clear()
-                    await has_data.wait()
-                    continue
-                parts: list[bytes] = []
-                if conn.ping_due:
-                    conn.ping_due = False
-                    body = seal(b"")
-                    parts += (pack(len(body)), body)
-                count = size = 0
-                while queue and count < BATCH_FRAMES and size < BATCH_BYTES:
-                    payload = queue.popleft()
-                    size += len(payload)
-                    count += 1
-                    body = seal(payload)
-                    parts += (pack(len(body)), body)
-                state.queued_bytes -= size
-                data = b"".join(parts)
-                writer.write(data)
-                stats.frames_out += count
-                stats.bytes_out += len(data)
-                conn.last_tx = loop.time()
-                if transport.get_write_buffer_size() > WRITE_HIGH_WATER:
-                    async with asyncio.timeout(self._write_timeout):
-                        await writer.drain()
-                else:
-                    await writer.drain()  # cheap when not paused; surfaces a lost connection
-        except TimeoutError:
-            conn.fail("write_timeout")
-        except (ConnectionError, OSError):
-            conn.fail("connection_lost")
-
-    async def _watch(self, conn: _Connection) -> None:
-        """Heartbeats, idle detection and the deadline of a retired duplicate."""
-        loop = asyncio.get_running_loop()
-        interval = self._heartbeat_interval
-        while True:
-            await asyncio.sleep(interval)
-            now = loop.time()
-            if now - conn.last_rx > self._idle_timeout:
-                return conn.fail("idle_timeout")
-            if conn.retired_at is not None:
-                if now - conn.retired_at > self._handshake_timeout:
-                    return conn.fail(conn.reason or "duplicate")
-            elif now - conn.last_tx >= interval:
-                conn.ping_due = True
-                conn.state.has_data.set()
+def _check_arguments(name: str, key: SecretKey, members: Mapping[str, PublicKey], peers: Mapping[str, Address],
+                     on_message: OnMessage, *, max_frame: int, queue_limit: int, queue_bytes: int,
+                     handshake_timeout: float, heartbeat_interval: float, idle_timeout: float, write_timeout: float,
+                     max_pending_handshakes: int) -> None:
+    """Raise ``ValueError``/``TypeError`` for the first argument of :class:`PeerTransport` that is not acceptable."""
+    if members.get(name) != key.public:
+        raise ValueError("members[%r] must be the public key of `key`" % name)
+    unknown = sorted(set(peers) - set(members))
+    if unknown:
+        raise ValueError("peers that are not members: %s" % ", ".join(unknown))
+    if name in peers:
+        raise ValueError("a node does not dial itself: remove %r from peers" % name)
+    if not HANDSHAKE_MAX_FRAME <= max_frame <= MAX_LENGTH:
+        raise ValueError("max_frame must be in [%d, %d]" % (HANDSHAKE_MAX_FRAME, MAX_LENGTH))
+    if queue_limit < 1 or queue_bytes < max_frame:
+        raise ValueError("need queue_limit >= 1 and queue_bytes >= max_frame")
+    if not 0 < heartbeat_interval * 2 <= idle_timeout:
+        raise ValueError("idle_timeout must be at least twice heartbeat_interval")
+    if min(handshake_timeout, write_timeout, max_pending_handshakes) <= 0:
+        raise ValueError("timeouts and max_pending_handshakes must be positive")
+    if not callable(on_message):
+        raise TypeError("on_message must be callable")
