@@ -76,6 +76,7 @@ class Cluster:
     def __init__(self, n: int = 4, seed: int = 0, observers: int = 0, real_crypto: bool = False,
                  params: Params | None = None, label: str = ""):
         self.seed, self.label = seed, label
+        self.replay_hint = "python -m tests.sim.replay %d" % seed
         self.rng = random.Random(seed)
         self.params = params or sim_params()
         self.names = tuple("v%02d" % i for i in range(n))
@@ -112,8 +113,7 @@ class Cluster:
     # ------------------------------------------------------------ plumbing
 
     def fail(self, text: str) -> None:
-        raise Violation("%s [seed=%d %s] replay: python -m tests.sim.replay %d %s" % (
-            text, self.seed, self.label, self.seed, self.label))
+        raise Violation("%s [seed=%d %s] replay: %s" % (text, self.seed, self.label, self.replay_hint))
 
     def _push(self, t: int, kind: str, *payload: Any) -> None:
         self._counter += 1

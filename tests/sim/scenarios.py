@@ -95,6 +95,8 @@ def _apply(c: Cluster, op: str, args: tuple) -> None:
 
 def run(s: Scenario, seed: int, label: str = "") -> Cluster:
     c = Cluster(s.n, seed=seed, observers=s.observers, real_crypto=s.real_crypto, label=label)
+    if label:  # not a seed of random_scenario: print the scenario itself
+        c.replay_hint = 'python -c "from tests.sim.scenarios import *; run(%r, %d)"' % (s, seed)
     for i, kind in s.byzantine.items():
         c.make_byzantine(c.names[i], kind)
     for t, op, args in s.ops:
