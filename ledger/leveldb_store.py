@@ -298,7 +298,7 @@ class LevelDBStore(Store):
 
     def _persist(self, writes: list[tuple[str, bytes | None]]) -> None:
         try:
-            with self._db.write_batch(sync=True, transaction=True) as batch:
+            with self._db.write_batch(sync=self._sync, transaction=True) as batch:
                 for key, value in writes:
                     raw = b"p" + key.encode("utf-8")
                     if value is None:
@@ -321,7 +321,7 @@ class LevelDBStore(Store):
     def _commit(self, plan: AppendPlan) -> None:
         header = plan.block.header
         height = header.height
-        batch = self._db.write_batch(sync=True)
+        batch = self._db.write_batch(sync=self._sync)
 
         def put(key: bytes, payload: bytes) -> None:
             batch.put(key, seal(key, payload))

@@ -1,0 +1,866 @@
+"""``evledger bench cluster``: what a real consortium on this machine sustains.
+
+Theory of operation
+-------------------
+The benchmark lays out a consortium with :func:`runtime.cluster.init` (4 validators
+by default) in a temporary folder, starts every node as its own process with
+:func:`runtime.cluster.up`, and drives it from a **load process** of its own
+(``multiprocessing`` with the ``spawn`` method, so it shares nothing with this one).
+This process only orchestrates: it tells the load process what to do, reads each
+node's committed-item counter from ``GET /metrics`` and samples CPU time and
+resident memory of every node and of the load process from ``/proc``.
+
+Phases, in order (their lengths are fractions of ``--duration``):
+
+``idle``
+    one single-item deposit at a time; latency = submit → the accepting node
+    answers ``committed`` for its code (polled every millisecond).
+``single``
+    closed loop, ``--concurrency`` requests in flight spread over the validators,
+    each ``POST /v1/deposits`` carrying one signed single-item deposit.
+    Throughput = committed items/s counted by a validator (``/metrics``) after a
+    warm-up.
+``batch``
+    the same with each request carrying one signed batch of ``--batch`` items.
+``half-single`` / ``half-batch``
+    open loop at half the throughput just measured; every 50 ms one request's
+    first code is followed to commit (polled every 5 ms) for p50/p99 latency.
+``failover``
+    a steady stream of single deposits to the backups; the primary is killed with
+    SIGKILL; *resume* = first commit of a deposit submitted after the kill, minus
+    the time of the kill (both on ``CLOCK_MONOTONIC``, polled every 10 ms).
+
+The load process signs everything for real (entries and HTTP requests, Ed25519).
+To keep its own CPU small, single deposits are built on the fly (one fresh
+digest each) but batches reuse a few pre-built lists of 1,000 items under a
+fresh signature each (a fresh ``client_time``), so every batch has its own
+deposit codes; its wire bytes are spliced from pre-encoded item arrays.
+
+Node configuration is what ``cluster init`` writes except ``api.public_rate_per_s``
+(raised so the benchmark's latency probes are not throttled) and
+``pool.replay_capacity`` (raised so a long one-by-one run does not fill the
+per-client nonce quota: 2,000,000 / 11 members ≈ 180k requests per 5 minutes).
+
+Results go to standard error as they come (only on a terminal), then into the
+``cluster`` section of ``docs/performance.md`` (between
+``<!-- bench:cluster:start -->`` / ``<!-- bench:cluster:end -->``) with the machine
+and the command, or as JSON with ``--json``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import multiprocessing
+import os
+import random
+import re
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+MARK_START, MARK_END = "<!-- bench:cluster:start -->", "<!-- bench:cluster:end -->"
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DURATION = 60.0
+PUBLIC_RATE = 1_000_000
+REPLAY_CAPACITY = 20_000_000
+CATEGORY = "general"
+
+# --------------------------------------------------------------------------- the plan
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How long each phase runs (seconds) and how hard it pushes."""
+
+    duration: float = DEFAULT_DURATION
+    validators: int = 4
+    concurrency: int = 64  # single-item requests in flight (closed loop)
+    batch_concurrency: int = 8  # batch requests in flight
+    batch: int = 1000  # items per signed batch
+    failover: bool = True
+
+    def seconds(self) -> dict[str, float]:
+        d = self.duration
+        return {"idle": max(2.0, 0.08 * d), "single": max(4.0, 0.25 * d), "batch": max(4.0, 0.25 * d),
+                "half-single": max(3.0, 0.16 * d), "half-batch": max(3.0, 0.16 * d)}
+
+    def warmup(self, seconds: float) -> float:
+        return min(10.0, max(1.0, 0.2 * seconds))
+
+
+# --------------------------------------------------------------------------- /proc sampling
+
+
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def proc_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds used by ``pid`` so far (``None`` if it is gone)."""
+    try:
+        text = Path("/proc/%d/stat" % pid).read_text()
+    except OSError:
+        return None
+    fields = text.rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def proc_rss_bytes(pid: int) -> int | None:
+    try:
+        for line in Path("/proc/%d/status" % pid).read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+class Sampler:
+    """Samples CPU seconds and RSS of named processes once a second, in a thread."""
+
+    def __init__(self, pids: dict[str, int], interval: float = 1.0):
+        self.pids = dict(pids)
+        self.interval = interval
+        self.samples: list[tuple[float, dict[str, tuple[float | None, int | None]]]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bench-sampler", daemon=True)
+
+    def start(self) -> None:
+        self.take()
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.take()
+
+    def take(self) -> tuple[float, dict]:
+        sample = (time.monotonic(), {name: (proc_cpu_seconds(pid), proc_rss_bytes(pid))
+                                     for name, pid in self.pids.items()})
+        self.samples.append(sample)
+        return sample
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.take()
+
+    def cpu_percent(self, start: tuple[float, dict], end: tuple[float, dict]) -> dict[str, float | None]:
+        span = end[0] - start[0]
+        out: dict[str, float | None] = {}
+        for name in self.pids:
+            a, b = start[1].get(name, (None, None))[0], end[1].get(name, (None, None))[0]
+            out[name] = None if a is None or b is None or span <= 0 else 100.0 * (b - a) / span
+        return out
+
+    def rss_points(self, names: list[str]) -> dict[str, dict[str, float | None]]:
+        """RSS (MiB) of each process at the start, middle and end of the samples, and its peak."""
+        out = {}
+        for name in names:
+            series = [s[1][name][1] for s in self.samples if s[1].get(name, (None, None))[1] is not None]
+            if not series:
+                out[name] = {"start": None, "middle": None, "end": None, "peak": None}
+                continue
+            mib = [v / 2**20 for v in series]
+            out[name] = {"start": mib[0], "middle": mib[len(mib) // 2], "end": mib[-1], "peak": max(mib)}
+        return out
+
+
+# --------------------------------------------------------------------------- HTTP helpers (orchestrator)
+
+
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def _get_json(url: str, timeout: float = 5.0) -> Any:
+    with _OPENER.open(url, timeout=timeout) as resp:
+        return json.loads(resp.read())
+
+
+def items_committed(api: str) -> int:
+    """``evledger_items_committed_total`` of the node at ``api`` (its /metrics, from localhost)."""
+    with _OPENER.open(api.rstrip("/") + "/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    m = re.search(r"^evledger_items_committed_total(?:\{[^}]*\})? ([0-9.e+]+)$", text, re.M)
+    if m is None:
+        raise RuntimeError("no evledger_items_committed_total in %s/metrics" % api)
+    return int(float(m.group(1)))
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """The ``q``-quantile (0..1) by nearest rank; ``None`` for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(0, min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1))
+    return ordered[rank]
+
+
+def latency_summary(values_s: list[float]) -> dict[str, Any]:
+    ms = [v * 1000 for v in values_s]
+    return {"samples": len(ms), "p50_ms": percentile(ms, 0.5), "p99_ms": percentile(ms, 0.99),
+            "max_ms": max(ms) if ms else None}
+
+
+# --------------------------------------------------------------------------- the load process
+
+
+class _Identity:
+    def __init__(self, name: str, seed_hex: str):
+        from ledger.crypto import SecretKey
+
+        self.name = name
+        self.key = SecretKey(bytes.fromhex(seed_hex))
+
+
+class _BatchMaker:
+    """Signed deposit-request bodies of ``size`` items, cheap to make many of.
+
+    A few item lists are built once (random digests) with their wire arrays encoded
+    once; each body is a *fresh* signed deposit over one of them (its own
+    ``client_time``, so its own signature and codes), spliced into canonical bytes.
+    """
+
+    def __init__(self, size: int, lists: int = 16):
+        from ledger.codec import array_header, encode
+        from ledger.model import DepositItem, items_root
+
+        self.size = size
+        self.pools = []
+        for _ in range(lists):
+            items = [DepositItem(os.urandom(32), None, CATEGORY, None, {}, None) for _ in range(size)]
+            items_bytes = array_header(size) + b"".join(encode(item.wire()) for item in items)
+            private_bytes = array_header(size) + encode(None) * size
+            self.pools.append((items_root(items), items_bytes, private_bytes))
+        self.prefix = (array_header(3) + encode("deposit-request") + encode(1) + array_header(1) + array_header(5)
+                       + encode("entry-record") + encode(1))
+        self.counter = 0
+        self.t0 = int(time.time() * 1000)
+
+    def body(self, who: _Identity, chain_id: str) -> bytes:
+        from ledger.codec import encode
+        from ledger.model import Deposit, Entry
+
+        self.counter += 1
+        root, items_bytes, private_bytes = self.pools[self.counter % len(self.pools)]
+        deposit = Deposit(depositor=who.name, client_time=self.t0 + self.counter, item_count=self.size,
+                          items_root=root)
+        entry = Entry.sign(deposit, who.key, chain_id)
+        return self.prefix + encode(entry.wire()) + items_bytes + private_bytes
+
+
+def _single_body(who: _Identity, chain_id: str) -> bytes:
+    from services.client import build_deposits, encode_deposit_request
+
+    return encode_deposit_request(build_deposits([os.urandom(32)], who.name, who.key, chain_id, category=CATEGORY,
+                                                 batch_size=1))
+
+
+class _Loader:
+    """The load process's state: an aiohttp session, identities and counters."""
+
+    def __init__(self, apis: list[str], chain_id: str, identities: list[_Identity], batch: int):
+        self.apis, self.chain_id, self.identities = apis, chain_id, identities
+        self.batch_maker = _BatchMaker(batch)
+        self.session = None
+        self.rr = 0
+
+    async def open(self) -> None:
+        import aiohttp
+
+        self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=None),
+                                             timeout=aiohttp.ClientTimeout(total=60), trust_env=False)
+
+    async def close(self) -> None:
+        await self.session.close()
+
+    def body(self, kind: str, who: _Identity) -> bytes:
+        return _single_body(who, self.chain_id) if kind == "single" else self.batch_maker.body(who, self.chain_id)
+
+    async def submit(self, api: str, who: _Identity, body: bytes) -> tuple[int, Any, float]:
+        """POST one body; (status, answer or None, Retry-After seconds)."""
+        from runtime.auth import sign_request
+
+        headers = sign_request(who.key, who.name, self.chain_id, "POST", "/v1/deposits", body,
+                               int(time.time() * 1000))
+        headers["Content-Type"] = "application/msgpack"
+        async with self.session.post(api + "/v1/deposits", data=body, headers=headers) as resp:
+            data = await resp.read()
+            retry = resp.headers.get("Retry-After")
+            doc = json.loads(data) if resp.status in (200, 202) else None
+            return resp.status, doc, float(retry) if retry and retry.isdigit() else 0.0
+
+    async def height_of(self, api: str, code: str) -> int | None:
+        async with self.session.get(api + "/v1/deposits/" + code) as resp:
+            if resp.status != 200:
+                await resp.read()
+                return None
+            doc = await resp.json()
+            return doc.get("height") if doc.get("state") == "committed" else None
+
+    def next_api(self, exclude: frozenset[str] = frozenset()) -> str:
+        for _ in range(len(self.apis)):
+            self.rr += 1
+            api = self.apis[self.rr % len(self.apis)]
+            if api not in exclude:
+                return api
+        raise RuntimeError("no node to send to")
+
+
+class _Tracker:
+    """Follows sampled deposit codes to commit, in submit order, polling every ``interval`` s."""
+
+    def __init__(self, loader: _Loader, interval: float):
+        self.loader, self.interval = loader, interval
+        self.outstanding: list[tuple[str, str, float]] = []  # (api, code, submitted at)
+        self.latencies: list[float] = []
+        self.commits: list[tuple[float, float]] = []  # (submitted, committed)
+        self.done = False
+
+    def add(self, api: str, code: str, submitted: float) -> None:
+        self.outstanding.append((api, code, submitted))
+
+    async def run(self, until: float) -> None:
+        while not self.done and (time.monotonic() < until or self.outstanding):
+            progressed = False
+            while self.outstanding:
+                api, code, submitted = self.outstanding[0]
+                try:
+                    height = await self.loader.height_of(api, code)
+                except Exception:  # a node gone (failover) or busy: try another round
+                    height = None
+                if height is None:
+                    break
+                now = time.monotonic()
+                self.outstanding.pop(0)
+                self.latencies.append(now - submitted)
+                self.commits.append((submitted, now))
+                progressed = True
+            if not progressed:
+                await asyncio.sleep(self.interval)
+
+
+async def _closed_loop(loader: _Loader, kind: str, seconds: float, concurrency: int) -> dict:
+    deadline = time.monotonic() + seconds
+    counts = {"requests": 0, "accepted_items": 0, "busy": 0, "errors": 0}
+    statuses: dict[str, int] = {}
+
+    async def worker(index: int) -> None:
+        who = loader.identities[index % len(loader.identities)]
+        while time.monotonic() < deadline:
+            api = loader.next_api()
+            body = loader.body(kind, who)
+            try:
+                status, doc, retry = await loader.submit(api, who, body)
+            except Exception as exc:  # noqa: BLE001 - counted and reported
+                counts["errors"] += 1
+                statuses[type(exc).__name__] = statuses.get(type(exc).__name__, 0) + 1
+                await asyncio.sleep(0.05)
+                continue
+            counts["requests"] += 1
+            statuses[str(status)] = statuses.get(str(status), 0) + 1
+            if status in (200, 202):
+                counts["accepted_items"] += len(doc["deposits"])
+            elif status in (429, 503):
+                counts["busy"] += 1
+                await asyncio.sleep(min(retry or 0.05, 0.5))
+            else:
+                counts["errors"] += 1
+
+    await asyncio.gather(*(worker(i) for i in range(concurrency)))
+    return {**counts, "statuses": statuses}
+
+
+async def _open_loop(loader: _Loader, kind: str, seconds: float, rate: float, sample_every: float,
+                     poll: float, exclude: frozenset[str] = frozenset(), max_in_flight: int = 2000,
+                     on_tick=None) -> tuple[dict, _Tracker]:
+    """Send ``rate`` requests/s for ``seconds``; follow one request's first code every ``sample_every`` s."""
+    start = time.monotonic()
+    deadline = start + seconds
+    tracker = _Tracker(loader, poll)
+    tracking = asyncio.ensure_future(tracker.run(deadline))
+    counts = {"requests": 0, "accepted_items": 0, "busy": 0, "errors": 0, "skipped": 0}
+    statuses: dict[str, int] = {}
+    in_flight: set[asyncio.Task] = set()
+    next_sample = start
+    who_index = 0
+
+    async def one(api: str, who: _Identity, sample: bool) -> None:
+        body = loader.body(kind, who)
+        submitted = time.monotonic()
+        try:
+            status, doc, _ = await loader.submit(api, who, body)
+        except Exception as exc:  # noqa: BLE001
+            counts["errors"] += 1
+            statuses[type(exc).__name__] = statuses.get(type(exc).__name__, 0) + 1
+            return
+        counts["requests"] += 1
+        statuses[str(status)] = statuses.get(str(status), 0) + 1
+        if status in (200, 202):
+            counts["accepted_items"] += len(doc["deposits"])
+            if sample:
+                tracker.add(api, doc["deposits"][-1]["code"], submitted)
+        elif status in (429, 503):
+            counts["busy"] += 1
+        else:
+            counts["errors"] += 1
+
+    i = 0
+    while True:
+        now = time.monotonic()
+        if now >= deadline:
+            break
+        if on_tick is not None:
+            on_tick(now)
+        due = start + i / rate
+        if due > now:
+            await asyncio.sleep(min(due - now, 0.01))
+            continue
+        i += 1
+        if len(in_flight) >= max_in_flight:
+            counts["skipped"] += 1
+            continue
+        sample = now >= next_sample
+        if sample:
+            next_sample = now + sample_every
+        who = loader.identities[who_index % len(loader.identities)]
+        who_index += 1
+        task = asyncio.ensure_future(one(loader.next_api(exclude), who, sample))
+        in_flight.add(task)
+        task.add_done_callback(in_flight.discard)
+    if in_flight:
+        await asyncio.wait(in_flight, timeout=30)
+    tracker_deadline = time.monotonic() + 30
+    while tracker.outstanding and time.monotonic() < tracker_deadline:
+        await asyncio.sleep(0.01)
+    tracker.done = True
+    await tracking
+    return {**counts, "statuses": statuses, "achieved_rps": counts["requests"] / seconds}, tracker
+
+
+async def _idle(loader: _Loader, seconds: float) -> dict:
+    deadline = time.monotonic() + seconds
+    who = loader.identities[0]
+    latencies = []
+    while time.monotonic() < deadline:
+        api = loader.next_api()
+        body = loader.body("single", who)
+        submitted = time.monotonic()
+        status, doc, _ = await loader.submit(api, who, body)
+        if status not in (200, 202):
+            raise RuntimeError("idle deposit refused: HTTP %d" % status)
+        code = doc["deposits"][0]["code"]
+        while True:
+            if await loader.height_of(api, code) is not None:
+                latencies.append(time.monotonic() - submitted)
+                break
+            if time.monotonic() - submitted > 30:
+                raise RuntimeError("an idle deposit did not commit within 30 s")
+            await asyncio.sleep(0.001)
+        await asyncio.sleep(0.02)
+    return {"latency": latency_summary(latencies), "latencies_s": latencies}
+
+
+async def _failover(loader: _Loader, victim_api: str, victim_pid: int, watch_api: str, rate: float,
+                    before: float, after_limit: float) -> dict:
+    exclude = frozenset({victim_api})
+    state: dict[str, Any] = {"killed_at": None, "view_changed_at": None}
+
+    def tick(now: float) -> None:
+        if state["killed_at"] is None and now - start >= before:
+            os.kill(victim_pid, signal.SIGKILL)
+            state["killed_at"] = time.monotonic()
+
+    async def watch_view() -> None:
+        first = None
+        while state["view_changed_at"] is None:
+            try:
+                async with loader.session.get(watch_api + "/v1/status") as resp:
+                    doc = await resp.json()
+                if first is None:
+                    first = doc["view"]
+                elif doc["view"] != first and state["killed_at"] is not None:
+                    state["view_changed_at"] = time.monotonic()
+                    state["new_primary"] = doc["primary"]
+            except Exception:  # noqa: BLE001
+                pass
+            await asyncio.sleep(0.01)
+
+    start = time.monotonic()
+    watcher = asyncio.ensure_future(watch_view())
+    counts, tracker = await _open_loop(loader, "single", before + after_limit, rate, 0.0, 0.01, exclude,
+                                       on_tick=tick)
+    watcher.cancel()
+    killed = state["killed_at"]
+    after = [c for s, c in tracker.commits if killed is not None and s >= killed]
+    resumed = min(after) - killed if after else None
+    return {"resume_s": resumed, "view_change_seen_s": None if state["view_changed_at"] is None
+            else state["view_changed_at"] - killed, "new_primary": state.get("new_primary"),
+            "post_kill_commits": len(after), "load": counts}
+
+
+def _load_process(conn, apis: list[str], chain_id: str, identities: list[tuple[str, str]], batch: int) -> None:
+    """Entry point of the load process: runs the phases the orchestrator sends, answers with results."""
+    try:
+        os.nice(0)
+    except OSError:
+        pass
+
+    async def serve() -> None:
+        loader = _Loader(apis, chain_id, [_Identity(n, s) for n, s in identities], batch)
+        await loader.open()
+        loop = asyncio.get_running_loop()
+        try:
+            conn.send({"ready": True})
+            while True:
+                command = await loop.run_in_executor(None, conn.recv)
+                what = command["phase"]
+                if what == "stop":
+                    break
+                try:
+                    if what == "idle":
+                        result = await _idle(loader, command["seconds"])
+                    elif what == "closed":
+                        result = await _closed_loop(loader, command["kind"], command["seconds"],
+                                                    command["concurrency"])
+                    elif what == "open":
+                        counts, tracker = await _open_loop(loader, command["kind"], command["seconds"],
+                                                           command["rate"], command["sample_every"],
+                                                           command["poll"])
+                        result = {**counts, "latency": latency_summary(tracker.latencies)}
+                    elif what == "failover":
+                        result = await _failover(loader, command["victim_api"], command["victim_pid"],
+                                                 command["watch_api"], command["rate"], command["before"],
+                                                 command["after"])
+                    else:
+                        raise ValueError("unknown phase %r" % what)
+                    conn.send({"ok": True, "result": result})
+                except Exception as exc:  # noqa: BLE001 - reported to the orchestrator
+                    conn.send({"ok": False, "error": "%s: %s" % (type(exc).__name__, exc)})
+        finally:
+            await loader.close()
+
+    asyncio.run(serve())
+
+
+# --------------------------------------------------------------------------- the orchestrator
+
+
+def _say(text: str) -> None:
+    if sys.stderr.isatty():
+        print(text, file=sys.stderr, flush=True)
+
+
+def _tune_configs(folder: Path) -> None:
+    """Raise the public read rate limit and the replay cache (see the module docstring)."""
+    for config in sorted((folder / "nodes").glob("*/node.toml")):
+        text = config.read_text()
+        text = re.sub(r"^# public_rate_per_s = .*$", "public_rate_per_s = %d" % PUBLIC_RATE, text, flags=re.M)
+        text = re.sub(r"^# replay_capacity = .*$", "replay_capacity = %d" % REPLAY_CAPACITY, text, flags=re.M)
+        config.write_text(text)
+
+
+@dataclass
+class Run:
+    """A consortium being benchmarked and its load process."""
+
+    plan: Plan
+    folder: Path
+    results: dict = field(default_factory=dict)
+
+    def start(self) -> None:
+        from ledger.crypto import load_key_file
+        from runtime import cluster
+
+        base = cluster.free_base_port()
+        consortium = cluster.init(self.folder, validators=self.plan.validators, base_port=base)
+        _tune_configs(self.folder)
+        _say("consortium %s in %s: %d validators, base port %d" % (consortium.genesis.chain_id, self.folder,
+                                                                   self.plan.validators, base))
+        self.cluster = cluster.up(self.folder, command=[sys.executable, str(ROOT / "cli.py"), "run"], timeout=60)
+        self.chain_id = self.cluster.genesis.chain_id
+        self.nodes = {n.name: n for n in self.cluster.nodes}
+        self.apis = [n.api.rstrip("/") for n in self.cluster.nodes]
+        depositors = [load_key_file(c.key) for c in self.cluster.clients if "depositor" in c.roles]
+        identities = [(k.name, k.key.seed_hex()) for k in depositors]
+        ctx = multiprocessing.get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        self.loader = ctx.Process(target=_load_process, args=(child, self.apis, self.chain_id, identities,
+                                                              self.plan.batch), name="evledger-bench-load")
+        self.loader.start()
+        if not self.conn.poll(60) or not self.conn.recv().get("ready"):
+            raise RuntimeError("the load process did not start")
+        pids = {n.name: n.pid for n in self.cluster.nodes}
+        pids["load"] = self.loader.pid
+        self.sampler = Sampler(pids)
+        self.sampler.start()
+        self._wait_for_peers()
+
+    def _wait_for_peers(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        want = self.plan.validators - 1
+        while time.monotonic() < deadline:
+            try:
+                if all(len(_get_json(api + "/v1/status")["peers_connected"]) >= want for api in self.apis):
+                    return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError("validators did not connect to each other within %g s" % timeout)
+
+    def command(self, command: dict, timeout: float) -> dict:
+        self.conn.send(command)
+        if not self.conn.poll(timeout):
+            raise RuntimeError("the load process did not finish phase %s in %g s" % (command["phase"], timeout))
+        answer = self.conn.recv()
+        if not answer["ok"]:
+            raise RuntimeError("phase %s failed in the load process: %s" % (command["phase"], answer["error"]))
+        return answer["result"]
+
+    def status(self, api: str) -> dict:
+        return _get_json(api + "/v1/status")
+
+    def measured(self, command: dict, seconds: float, warmup: float) -> tuple[dict, dict]:
+        """Run ``command`` for ``seconds``; committed items/s and CPU% over the part after ``warmup``."""
+        ref = self.apis[1 % len(self.apis)]
+        self.conn.send(command)
+        time.sleep(warmup)
+        c0, s0 = items_committed(ref), self.sampler.take()
+        time.sleep(max(0.5, seconds - warmup))
+        c1, s1 = items_committed(ref), self.sampler.take()
+        if not self.conn.poll(seconds + 120):
+            raise RuntimeError("the load process did not finish phase %s" % command["phase"])
+        answer = self.conn.recv()
+        if not answer["ok"]:
+            raise RuntimeError("phase %s failed in the load process: %s" % (command["phase"], answer["error"]))
+        window = s1[0] - s0[0]
+        return answer["result"], {"window_s": window, "items": c1 - c0, "items_per_s": (c1 - c0) / window,
+                                  "cpu_percent": self.sampler.cpu_percent(s0, s1)}
+
+    def run_phases(self) -> None:
+        plan, res = self.plan, self.results
+        secs = plan.seconds()
+        res["plan"] = {"duration_s": plan.duration, "validators": plan.validators, "concurrency": plan.concurrency,
+                       "batch_concurrency": plan.batch_concurrency, "batch_items": plan.batch, "phases_s": secs}
+
+        _say("idle latency: one single-item deposit at a time for %.0f s" % secs["idle"])
+        s0 = self.sampler.take()
+        idle = self.command({"phase": "idle", "seconds": secs["idle"]}, secs["idle"] + 120)
+        res["idle"] = {"latency": idle["latency"], "cpu_percent": self.sampler.cpu_percent(s0, self.sampler.take())}
+        _say("  p50 %s, p99 %s over %d deposits" % (_ms(idle["latency"]["p50_ms"]), _ms(idle["latency"]["p99_ms"]),
+                                                     idle["latency"]["samples"]))
+
+        for kind, conc in (("single", plan.concurrency), ("batch", plan.batch_concurrency)):
+            items = 1 if kind == "single" else plan.batch
+            _say("%s: closed loop, %d requests of %d item%s in flight, %.0f s (warm-up %.0f s)"
+                 % (kind, conc, items, "" if items == 1 else "s", secs[kind], plan.warmup(secs[kind])))
+            load, m = self.measured({"phase": "closed", "kind": kind, "seconds": secs[kind], "concurrency": conc},
+                                    secs[kind], plan.warmup(secs[kind]))
+            res[kind] = {**m, "load": load}
+            _say("  %.0f digests/s committed; node CPU %s" % (m["items_per_s"], _cpu_line(m["cpu_percent"])))
+
+        for kind in ("single", "batch"):
+            phase = "half-" + kind
+            items = 1 if kind == "single" else plan.batch
+            rate = max(1.0, res[kind]["items_per_s"] / 2 / items)
+            _say("%s: open loop at %.1f requests/s (half of the %s maximum), %.0f s"
+                 % (phase, rate, kind, secs[phase]))
+            load, m = self.measured({"phase": "open", "kind": kind, "seconds": secs[phase], "rate": rate,
+                                     "sample_every": 0.05, "poll": 0.005}, secs[phase], plan.warmup(secs[phase]))
+            res[phase] = {**m, "rate_requests_per_s": rate, "latency": load.pop("latency"), "load": load}
+            lat = res[phase]["latency"]
+            _say("  %.0f digests/s committed; latency p50 %s, p99 %s (%d samples)"
+                 % (m["items_per_s"], _ms(lat["p50_ms"]), _ms(lat["p99_ms"]), lat["samples"]))
+
+        res["rss_mib"] = self.sampler.rss_points(list(self.sampler.pids))
+        if plan.failover:
+            self.failover()
+
+    def failover(self) -> None:
+        status = self.status(self.apis[0])
+        primary = status["primary"]
+        victim = self.nodes[primary]
+        watch = next(api for n, api in zip(self.nodes, self.apis) if n != primary)
+        _say("failover: killing the primary %s (pid %d) with SIGKILL during a stream of deposits"
+             % (primary, victim.pid))
+        rate = 100.0
+        result = self.command({"phase": "failover", "victim_api": victim.api.rstrip("/"), "victim_pid": victim.pid,
+                               "watch_api": watch, "rate": rate, "before": 3.0, "after": 12.0}, 120)
+        result["killed"] = primary
+        result["rate_requests_per_s"] = rate
+        self.results["failover"] = result
+        self.sampler.pids.pop(primary, None)
+        _say("  commits resumed %s after the kill (view change seen after %s, new primary %s)"
+             % (_s(result["resume_s"]), _s(result["view_change_seen_s"]), result["new_primary"]))
+
+    def stop(self) -> None:
+        from runtime import cluster
+
+        sampler = getattr(self, "sampler", None)
+        if sampler is not None:
+            sampler.stop()
+        if getattr(self, "loader", None) is not None and self.loader.pid is not None:
+            try:
+                self.conn.send({"phase": "stop"})
+            except OSError:
+                pass
+            self.loader.join(10)
+            if self.loader.is_alive():
+                self.loader.kill()
+                self.loader.join(5)
+        if (self.folder / "nodes").is_dir():
+            cluster.down(self.folder, timeout=15)
+
+    def tracebacks(self) -> list[str]:
+        out = []
+        for log in sorted((self.folder / "nodes").glob("*/node.log")):
+            text = log.read_text(errors="replace")
+            if "Traceback" in text:
+                out.append(log.parent.name)
+        return out
+
+
+def _ms(value: float | None) -> str:
+    return "n/a" if value is None else "%.1f ms" % value
+
+
+def _s(value: float | None) -> str:
+    return "n/a" if value is None else "%.2f s" % value
+
+
+def _cpu_line(cpu: dict[str, float | None]) -> str:
+    return ", ".join("%s %s" % (name, "n/a" if v is None else "%.0f%%" % v) for name, v in cpu.items())
+
+
+# --------------------------------------------------------------------------- report
+
+
+def render(results: dict, info: dict, command: str) -> str:
+    """The ``cluster`` section of docs/performance.md."""
+    plan = results["plan"]
+    lines = [MARK_START, "## Cluster (`evledger bench cluster`)", "",
+             "Command: `%s`  " % command,
+             "Machine: %s, %s cores, %s RAM, Python %s, plyvel %s, %s; measured %s." % (
+                 info["cpu"], info["cores"], info["memory"], info["python"], info["plyvel"], info["system"],
+                 info["date"]), "",
+             "%d validators, each its own process on 127.0.0.1 (genesis from `evledger cluster init`), load from a "
+             "separate process; every entry and every HTTP request is Ed25519-signed. Throughput is committed "
+             "digests/s counted by a validator after a warm-up; latency is submit → the node answers `committed` "
+             "for the code." % plan["validators"], "",
+             "| what | result | must / goal |", "|---|---|---|"]
+
+    def tput(key: str) -> str:
+        r = results.get(key)
+        return "n/a" if r is None else "%s digests/s" % format(round(r["items_per_s"]), ",")
+
+    rows = [
+        ("committed digests/s, one signed single-item deposit per request (%d in flight)" % plan["concurrency"],
+         tput("single"), "1,500 / 3,000"),
+        ("committed digests/s, one signed batch of %s per request (%d in flight)"
+         % (format(plan["batch_items"], ","), plan["batch_concurrency"]), tput("batch"), "20,000 / 50,000"),
+    ]
+    idle = results.get("idle", {}).get("latency")
+    if idle:
+        rows.append(("commit latency at idle, one deposit at a time (p50 / p99, %d samples)" % idle["samples"],
+                     "%s / %s" % (_ms(idle["p50_ms"]), _ms(idle["p99_ms"])), "p50 ≤ 10 ms, p99 ≤ 25 ms"))
+    for kind, label in (("single", "single-item deposits"), ("batch", "batches")):
+        r = results.get("half-" + kind)
+        if r:
+            lat = r["latency"]
+            rows.append(("commit latency at half the maximum, %s (%.0f digests/s; p50 / p99, %d samples)"
+                         % (label, r["items_per_s"], lat["samples"]),
+                         "%s / %s" % (_ms(lat["p50_ms"]), _ms(lat["p99_ms"])), "p50 ≤ 50 ms, p99 ≤ 250 ms"))
+    fo = results.get("failover")
+    if fo:
+        rows.append(("primary killed (SIGKILL) → first commit of a deposit submitted after the kill",
+                     "%s (view change seen after %s)" % (_s(fo["resume_s"]), _s(fo["view_change_seen_s"])),
+                     "< 3 s / 1.5 s"))
+    lines += ["| %s | %s | %s |" % row for row in rows]
+
+    names = [n for n in results.get("rss_mib", {})]
+    lines += ["", "CPU per process (% of one core) during each phase, and resident memory (MiB) over the run "
+              "(start / middle / end, before the failover):", "",
+              "| process | " + " | ".join(k for k in ("idle", "single", "batch", "half-single", "half-batch")
+                                         if k in results) + " | RSS start / middle / end (peak) |",
+              "|---|" + "---|" * (1 + sum(k in results for k in ("idle", "single", "batch", "half-single",
+                                                                   "half-batch")))]
+    for name in names:
+        cells = []
+        for k in ("idle", "single", "batch", "half-single", "half-batch"):
+            if k in results:
+                v = results[k]["cpu_percent"].get(name)
+                cells.append("n/a" if v is None else "%.0f%%" % v)
+        rss = results["rss_mib"][name]
+        rss_text = "n/a" if rss["start"] is None else "%.0f / %.0f / %.0f (%.0f)" % (
+            rss["start"], rss["middle"], rss["end"], rss["peak"])
+        lines.append("| %s | %s | %s |" % (name, " | ".join(cells), rss_text))
+    secs = plan["phases_s"]
+    lines += ["", "Phases: idle %.0f s, closed loops %.0f s each, open loops at half load %.0f s each (warm-up "
+              "excluded: %s), failover with 100 single deposits/s to the backups. Latency is polled (1 ms at idle, "
+              "5 ms under load, 10 ms in failover), so it includes up to one polling interval."
+              % (secs["idle"], secs["single"], secs["half-single"], ", ".join(
+                  "%s %.0f s" % (k, min(10.0, max(1.0, 0.2 * v))) for k, v in secs.items() if k != "idle"))]
+    notes = results.get("notes")
+    if notes:
+        lines += [""] + notes
+    lines.append(MARK_END)
+    return "\n".join(lines) + "\n"
+
+
+def write_section(path: Path, section: str) -> None:
+    text = path.read_text(encoding="utf-8") if path.exists() else \
+        "# Performance\n\nMeasured figures, each with its machine and command.\n\n"
+    if MARK_START in text and MARK_END in text:
+        before, rest = text.split(MARK_START, 1)
+        after = rest.split(MARK_END, 1)[1].lstrip("\n")
+        text = before + section + ("\n" + after if after else "")
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    path.write_text(text, encoding="utf-8")
+
+
+def main(plan: Plan, output: str, as_json: bool, command: str, folder: str | None = None,
+         notes: list[str] | None = None) -> int:
+    from ledger.bench import machine
+
+    base = Path(folder) if folder else Path(tempfile.mkdtemp(prefix="evledger-bench-cluster-"))
+    run = Run(plan, base / "consortium")
+    failed = None
+    try:
+        run.start()
+        run.run_phases()
+    except (RuntimeError, OSError) as exc:
+        failed = str(exc)
+    finally:
+        run.stop()
+        broken = run.tracebacks() if (run.folder / "nodes").is_dir() else []
+        if not folder:
+            shutil.rmtree(base, ignore_errors=True)
+    if failed:
+        print("evledger bench cluster: %s" % failed, file=sys.stderr)
+        return 3
+    results = run.results
+    if broken:
+        results.setdefault("notes", []).append("Tracebacks in the logs of: %s." % ", ".join(broken))
+    if notes:
+        results.setdefault("notes", []).extend(notes)
+    info = machine()
+    if as_json:
+        print(json.dumps({"machine": info, "command": command, "results": results}, indent=2))
+    section = render(results, info, command)
+    if output == "-":
+        if not as_json:
+            sys.stdout.write(section)
+    else:
+        write_section(Path(output), section)
+        if not as_json:
+            sys.stdout.write(section)
+        _say("wrote %s" % output)
+    return 0
