@@ -1,0 +1,318 @@
+// The page's words, in Chinese (the default) and English.
+//
+// Static text in index.html carries data-i18n="key" (text) or
+// data-i18n-attr="attribute:key" and is rewritten by applyStatic(); dynamic text
+// is t(key, {param}).  The choice is kept in localStorage and in ?lang= so a
+// shared link opens in the same language.
+
+const STRINGS = {
+  zh: {
+    doc_title: "电子证据核验",
+    skip: "跳到正文",
+    title: "电子证据核验",
+    switch_label: "English",
+    switch_aria: "Switch to English",
+    intro: "输入存证编号并选择文件，即可核验该文件是否就是当初存证的文件、何时由谁存证。文件只在您的浏览器中计算摘要，不会上传；核验所用的证明也在您的浏览器中独立验算。",
+    code_label: "存证编号",
+    code_hint: "形如 EV-XXXXX-XXXXX-XXXXX-XXXXX-XXXXX；不区分大小写，空格和连字符可省略。",
+    file_label: "证据文件",
+    file_choose: "选择文件",
+    file_drop: "或将文件拖放到此处",
+    file_hint: "文件只在本机计算 SHA-256 摘要，不会离开您的电脑。",
+    verify: "核验",
+    noscript: "本页面需要启用 JavaScript 才能在浏览器中核验证据。也可使用命令行工具：evledger verify-receipt。",
+    // code status (as you type)
+    code_empty: "",
+    code_incomplete: "已输入 {n} 位，共 25 位。",
+    code_ok: "编号格式正确：{code}",
+    code_bad_checksum: "校验位不符，可能是输入错误",
+    code_bad_character: "第 {position} 个字符 {char} 不能出现在存证编号中{hint}。编号只含数字和字母（不含 U）、空格和连字符。",
+    code_hint_u: "（存证编号从不使用字母 U）",
+    code_too_long: "输入过长：存证编号连同空格和连字符最多 64 个字符。",
+    code_wrong_length_short: "共找到 {n} 位，存证编号有 25 位（不计 EV- 前缀）：可能漏输了字符。",
+    code_wrong_length_long: "共找到 {n} 位，存证编号有 25 位（不计 EV- 前缀）：可能多输了字符。",
+    code_empty_submit: "请输入存证编号。",
+    genesis_summary: "高级：用您自己的创世文件核验",
+    genesis_help: "默认使用本节点提供的联盟创世文件（genesis.json）。如果您从法院或联盟的官方渠道取得了创世文件，可在此选择，页面将以它为准核验，不再信任本节点提供的版本。",
+    genesis_label: "创世文件（genesis.json）",
+    genesis_loaded: "已载入本机创世文件 {name}：{chain}，指纹 {fingerprint}",
+    genesis_error: "无法使用该创世文件：{message}",
+    f_genesis_source: "创世文件来源",
+    genesis_source_local: "核验人本机文件 {name}",
+    genesis_source_node: "提供本页面的节点（请与公开发布的指纹比对）",
+    // file status
+    file_none: "",
+    file_hashing: "正在本机计算摘要：{done} / {total}",
+    file_hashed: "{name}（{size}）SHA-256：{digest}",
+    file_error: "无法读取文件：{message}",
+    // progress
+    fetching: "正在从节点获取存证回执……",
+    verifying: "正在浏览器中核验回执……",
+    // verdicts
+    verdict_match: "一致",
+    verdict_mismatch: "不一致",
+    verdict_found: "记录已核验",
+    verdict_not_found: "未找到",
+    verdict_malformed_code: "编号有误",
+    verdict_not_permitted: "无权查看",
+    verdict_invalid_receipt: "回执无效",
+    verdict_unavailable: "暂时无法核验",
+    reason_match: "该文件的 SHA-256 摘要与链上存证记录完全相同：这正是当初存证的文件，自存证以来未被改动。",
+    reason_mismatch: "该文件的 SHA-256 摘要与链上存证记录不同：这不是当初存证的文件（哪怕只改动一个字节，摘要也会完全不同）。存证记录本身已核验无误。",
+    reason_found: "链上存证记录已在浏览器中核验无误。选择文件即可比对文件是否一致。",
+    reason_not_found: "编号格式正确，但本链上没有这个编号的存证（也可能尚未上链，请稍后再试）。",
+    reason_malformed_code: "节点认为这个编号格式有误：{message}",
+    reason_not_permitted: "节点拒绝提供这份存证的回执：{message}",
+    reason_invalid_receipt: "节点返回的存证回执未通过核验，失败的检查：{check}（{detail}）。请不要依赖这个结果，并向联盟的其他节点核实。",
+    reason_unavailable: "无法从节点获取回执：{message}",
+    // record
+    record_title: "存证记录",
+    f_code: "存证编号",
+    f_digest: "存证摘要（SHA-256）",
+    f_file_digest: "本机文件摘要（SHA-256）",
+    f_file_name: "本机文件",
+    f_deposited_at: "存证时间",
+    f_depositor: "存证机构",
+    f_category: "证据类别",
+    f_height: "区块高度",
+    f_block_hash: "区块哈希",
+    f_chain: "联盟链",
+    f_case: "案号",
+    f_certified_by: "共识签名",
+    certified_by: "{k} 个验证节点签名（共 {n} 个，法定最少 {q} 个）",
+    checks_title: "浏览器中完成的核验步骤",
+    check_passed: "通过",
+    check_failed: "未通过",
+    check_skipped: "未执行",
+    download_receipt: "下载存证回执",
+    print_report: "打印核验报告",
+    // report
+    report_title: "电子证据核验报告",
+    report_generated: "报告生成时间：{time}（本机时间）；核验页面：{url}",
+    report_verdict: "一、核验结论",
+    report_record: "二、存证记录",
+    report_operators: "三、平台运营者及其角色",
+    report_operators_intro: "本联盟链由以下机构共同运行。验证节点对每个区块投票，观察节点只复制和提供查询，不参与投票。",
+    report_neutrality: "四、平台中立性",
+    report_neutrality_text: "联盟共有 {n} 个验证节点，分属 {institutions} 家不同机构；按拜占庭容错规则最多可容忍 {f} 个节点作恶或失效，一个区块须有至少 {q} 个验证节点签名方为有效。本存证所在区块由 {k} 个验证节点签名，分属 {k_inst} 家不同机构：{signers}。",
+    report_depositor_not_validator: "存证机构（{depositor}）不是验证节点，无法单独决定区块内容。",
+    report_depositor_is_validator: "注意：存证机构（{depositor}）与验证节点 {nodes} 属同一机构。",
+    report_system: "五、信息系统",
+    report_technique: "六、存证技术和过程",
+    report_technique_text: "文件摘要算法为 SHA-256，在核验人本机浏览器中计算，文件未上传。存证方以 Ed25519 数字签名对存证数据签名；区块经联盟验证节点按 PBFT 共识确认，每个验证节点以 Ed25519 签名。默克尔证明遵循 RFC 9162。",
+    report_time_rule: "存证时间为区块时间戳：由主节点给出，须晚于上一区块，且每个接受该区块的验证节点都检查它与本机时钟相差不超过 {skew} 毫秒。",
+    report_steps: "核验步骤及结果",
+    report_disclaimer: "本报告由核验人的浏览器根据节点提供的存证回执独立计算生成；联盟的创世文件指纹可与公开发布的值比对。也可用命令行离线复核：evledger verify-receipt 回执文件 --genesis genesis.json --file 证据文件。",
+    r_validators: "验证节点",
+    r_name: "名称",
+    r_institution: "机构",
+    r_role: "角色",
+    r_fingerprint: "公钥指纹",
+    r_signed: "对本区块签名",
+    role_validator: "验证节点",
+    role_observer: "观察节点",
+    yes: "是",
+    no: "否",
+    f_software: "节点软件版本",
+    f_chain_id: "链标识",
+    f_genesis_fingerprint: "创世文件指纹",
+    f_consortium: "联盟名称",
+    f_genesis_created: "联盟成立时间",
+    f_hash_algorithm: "摘要算法",
+    f_signature_algorithm: "签名算法",
+    f_consensus: "共识机制",
+    f_serving_node: "提供本页面的节点",
+    unknown: "未知",
+    // proof steps
+    step_format: "回执格式",
+    step_chain_id: "链标识与创世文件一致",
+    step_genesis_fingerprint: "创世文件指纹一致",
+    step_depositor_role: "存证方是有存证权限的联盟成员",
+    step_entry_signature: "存证方的 Ed25519 签名",
+    step_item_inclusion: "证据项 → 存证批次默克尔根",
+    step_code_derivation: "存证编号由存证签名推导",
+    step_entry_inclusion: "存证条目 → 区块默克尔根",
+    step_history_inclusion: "存证条目 → 历史树",
+    step_validator_set: "验证节点集合与创世文件一致",
+    step_header_hash: "区块头哈希与共识证书一致",
+    step_certificate_quorum: "验证节点签名达到法定数",
+    step_display: "显示信息与签名数据一致",
+    step_digest: "文件摘要比对",
+    r_check: "核验步骤",
+    r_result: "结果",
+    r_detail: "说明",
+  },
+  en: {
+    doc_title: "Evidence verification",
+    skip: "Skip to content",
+    title: "Evidence verification",
+    switch_label: "中文",
+    switch_aria: "切换到中文",
+    intro: "Enter a deposit code and choose a file to learn whether the file is exactly what was deposited, when, and by whom. The file is hashed in your browser and never uploaded; the proofs are checked independently in your browser too.",
+    code_label: "Deposit code",
+    code_hint: "Like EV-XXXXX-XXXXX-XXXXX-XXXXX-XXXXX; case does not matter, spaces and hyphens may be left out.",
+    file_label: "Evidence file",
+    file_choose: "Choose a file",
+    file_drop: "or drop a file here",
+    file_hint: "The file's SHA-256 digest is computed on this computer; the file never leaves it.",
+    verify: "Verify",
+    noscript: "This page needs JavaScript to verify evidence in your browser. The command line works too: evledger verify-receipt.",
+    code_empty: "",
+    code_incomplete: "{n} of 25 symbols entered.",
+    code_ok: "Well-formed code: {code}",
+    code_bad_checksum: "checksum does not match: probably a typing error",
+    code_bad_character: "Character {char} at position {position} cannot appear in a deposit code{hint}. Codes use digits and letters (not U), spaces and hyphens.",
+    code_hint_u: " (the letter U is never used)",
+    code_too_long: "Too long: a deposit code is at most 64 characters even with spaces and hyphens.",
+    code_wrong_length_short: "Found {n} symbols but a deposit code has 25, not counting the EV- prefix: a character is probably missing.",
+    code_wrong_length_long: "Found {n} symbols but a deposit code has 25, not counting the EV- prefix: there is probably an extra character.",
+    code_empty_submit: "Please enter a deposit code.",
+    genesis_summary: "Advanced: verify against your own genesis file",
+    genesis_help: "By default the page uses the consortium file (genesis.json) this node provides. If you obtained the genesis file from the court or the consortium's official channel, choose it here: the page then verifies against it and no longer trusts this node's copy.",
+    genesis_label: "Genesis file (genesis.json)",
+    genesis_loaded: "Using the local genesis file {name}: {chain}, fingerprint {fingerprint}",
+    genesis_error: "Cannot use this genesis file: {message}",
+    f_genesis_source: "Genesis from",
+    genesis_source_local: "the verifier's own file {name}",
+    genesis_source_node: "the node serving this page (compare the fingerprint with the published one)",
+    file_none: "",
+    file_hashing: "Hashing on this computer: {done} / {total}",
+    file_hashed: "{name} ({size}) SHA-256: {digest}",
+    file_error: "Cannot read the file: {message}",
+    fetching: "Fetching the receipt from the node…",
+    verifying: "Verifying the receipt in your browser…",
+    verdict_match: "Match",
+    verdict_mismatch: "Mismatch",
+    verdict_found: "Record verified",
+    verdict_not_found: "Not found",
+    verdict_malformed_code: "Malformed code",
+    verdict_not_permitted: "Not permitted",
+    verdict_invalid_receipt: "Invalid receipt",
+    verdict_unavailable: "Cannot verify now",
+    reason_match: "The file's SHA-256 digest equals the deposited digest: this is exactly the file that was deposited, unchanged since.",
+    reason_mismatch: "The file's SHA-256 digest differs from the deposited digest: this is not the file that was deposited (changing even one byte changes the digest completely). The deposit record itself verified correctly.",
+    reason_found: "The deposit record verified correctly in your browser. Choose a file to compare it.",
+    reason_not_found: "The code is well-formed but this chain has no deposit with it (or it is not committed yet: try again shortly).",
+    reason_malformed_code: "The node says the code is malformed: {message}",
+    reason_not_permitted: "The node refused to give this deposit's receipt: {message}",
+    reason_invalid_receipt: "The receipt the node returned failed verification at: {check} ({detail}). Do not rely on this answer; check with another node of the consortium.",
+    reason_unavailable: "Could not get the receipt from the node: {message}",
+    record_title: "Deposit record",
+    f_code: "Deposit code",
+    f_digest: "Deposited digest (SHA-256)",
+    f_file_digest: "Digest of the local file (SHA-256)",
+    f_file_name: "Local file",
+    f_deposited_at: "Deposit time",
+    f_depositor: "Depositing institution",
+    f_category: "Category",
+    f_height: "Block height",
+    f_block_hash: "Block hash",
+    f_chain: "Consortium chain",
+    f_case: "Case",
+    f_certified_by: "Commit signatures",
+    certified_by: "signed by {k} validators (quorum {q} of {n})",
+    checks_title: "Verification steps performed in your browser",
+    check_passed: "passed",
+    check_failed: "FAILED",
+    check_skipped: "not performed",
+    download_receipt: "Download receipt",
+    print_report: "Print verification report",
+    report_title: "Evidence verification report",
+    report_generated: "Generated {time} (local time) by the verification page at {url}",
+    report_verdict: "1. Verdict",
+    report_record: "2. Deposit record",
+    report_operators: "3. Who operates the platform, in which roles",
+    report_operators_intro: "This consortium chain is run jointly by the institutions below. Validators vote on every block; observers replicate and answer queries but do not vote.",
+    report_neutrality: "4. Neutrality",
+    report_neutrality_text: "The consortium has {n} validators from {institutions} distinct institutions; Byzantine fault tolerance allows up to {f} faulty or malicious validators, and a block is valid only with signatures of at least {q} validators. The block holding this deposit was signed by {k} validators from {k_inst} distinct institutions: {signers}.",
+    report_depositor_not_validator: "The depositing institution ({depositor}) runs no validator and cannot decide a block's content on its own.",
+    report_depositor_is_validator: "Note: the depositing institution ({depositor}) is the same institution as validator(s) {nodes}.",
+    report_system: "5. Information system",
+    report_technique: "6. Deposit technique and process",
+    report_technique_text: "The file digest is SHA-256, computed in the verifier's own browser; the file was not uploaded. The depositor signed the deposit with Ed25519; blocks are agreed by the consortium's validators with PBFT consensus, each signing with Ed25519. Merkle proofs follow RFC 9162.",
+    report_time_rule: "The deposit time is the block timestamp: proposed by the primary, strictly after the previous block's, and checked by every validator that accepted the block to be within {skew} ms of its own clock.",
+    report_steps: "Proof steps performed and their results",
+    report_disclaimer: "This report was computed independently by the verifier's browser from the receipt the node provided; compare the genesis fingerprint with the consortium's published value. To re-check offline: evledger verify-receipt RECEIPT --genesis genesis.json --file FILE.",
+    r_validators: "Validators",
+    r_name: "Name",
+    r_institution: "Institution",
+    r_role: "Role",
+    r_fingerprint: "Key fingerprint",
+    r_signed: "Signed this block",
+    role_validator: "validator",
+    role_observer: "observer",
+    yes: "yes",
+    no: "no",
+    f_software: "Node software version",
+    f_chain_id: "Chain id",
+    f_genesis_fingerprint: "Genesis fingerprint",
+    f_consortium: "Consortium",
+    f_genesis_created: "Consortium created",
+    f_hash_algorithm: "Digest algorithm",
+    f_signature_algorithm: "Signature algorithm",
+    f_consensus: "Consensus",
+    f_serving_node: "Node serving this page",
+    unknown: "unknown",
+    step_format: "receipt format",
+    step_chain_id: "chain id matches genesis",
+    step_genesis_fingerprint: "genesis fingerprint matches",
+    step_depositor_role: "depositor is a member with the depositor role",
+    step_entry_signature: "depositor's Ed25519 signature",
+    step_item_inclusion: "item → batch Merkle root",
+    step_code_derivation: "code derived from the deposit signature",
+    step_entry_inclusion: "entry → block Merkle root",
+    step_history_inclusion: "entry → history tree",
+    step_validator_set: "validator set matches genesis",
+    step_header_hash: "block header hash matches the certificate",
+    step_certificate_quorum: "quorum of validator signatures",
+    step_display: "displayed values match the signed data",
+    step_digest: "file digest comparison",
+    r_check: "Check",
+    r_result: "Result",
+    r_detail: "Detail",
+  },
+};
+
+export const LANGS = Object.keys(STRINGS);
+let current = "zh";
+
+export function lang() { return current; }
+
+/** The translation of `key` in the current language, with {param}s filled in. */
+export function t(key, params = {}) {
+  const table = STRINGS[current];
+  const text = key in table ? table[key] : STRINGS.zh[key] ?? key;
+  return text.replace(/\{(\w+)\}/g, (m, name) => (name in params ? String(params[name]) : m));
+}
+
+export function has(key) { return key in STRINGS[current]; }
+
+/** Rewrite every data-i18n element under `root` in the current language. */
+export function applyStatic(root = document) {
+  document.documentElement.lang = current === "zh" ? "zh-CN" : "en";
+  document.title = t("doc_title");
+  for (const el of root.querySelectorAll("[data-i18n]")) el.textContent = t(el.dataset.i18n);
+  for (const el of root.querySelectorAll("[data-i18n-attr]")) {
+    for (const pair of el.dataset.i18nAttr.split(";")) {
+      const [attr, key] = pair.split(":");
+      el.setAttribute(attr, t(key));
+    }
+  }
+}
+
+/** Pick the initial language: ?lang=, then the saved choice, then Chinese. */
+export function initialLang() {
+  const fromUrl = new URLSearchParams(location.search).get("lang");
+  if (LANGS.includes(fromUrl)) return fromUrl;
+  try {
+    const saved = localStorage.getItem("evledger-lang");
+    if (LANGS.includes(saved)) return saved;
+  } catch { /* storage may be disabled */ }
+  return "zh";
+}
+
+export function setLang(value) {
+  if (!LANGS.includes(value)) throw new RangeError("unknown language " + value);
+  current = value;
+  try { localStorage.setItem("evledger-lang", value); } catch { /* storage may be disabled */ }
+}
