@@ -210,6 +210,9 @@ function hex(text) { return Uint8Array.from(text.match(/../g), (b) => parseInt(b
 /** Which implementation verifyEd25519 uses: "webcrypto" or "javascript". */
 export async function implementation() { return (await webCryptoAvailable()) ? "webcrypto" : "javascript"; }
 
+/** Make verifyEd25519 use the pure-JS path, as on a page without WebCrypto (tests); false undoes it. */
+export function useJavaScriptOnly(on = true) { webCryptoWorks = on ? false : null; }
+
 /** true iff valid; never throws for a bad key or signature (they are simply invalid). */
 export async function verifyEd25519(publicKey, message, signature, { force = null } = {}) {
   if (publicKey.length !== 32 || signature.length !== 64) return false;

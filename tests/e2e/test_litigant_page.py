@@ -146,10 +146,16 @@ def browser():
 def page(browser, site):
     tab = browser.new_page()
     tab.set_viewport(1000, 900)
+    # Collect Content-Security-Policy violations from the very start of every document.
+    tab.send("Page.addScriptToEvaluateOnNewDocument", {"source": """
+        window.__csp = [];
+        document.addEventListener('securitypolicyviolation',
+            (e) => window.__csp.push(e.violatedDirective + ' ' + e.blockedURI));"""})
     tab.navigate(site + "/?lang=zh")
     try:
         yield tab
         assert not tab.exceptions, tab.exceptions
+        assert tab.evaluate("window.__csp") == [], "the page broke its own CSP"
     finally:
         tab.close()
 
@@ -357,3 +363,29 @@ def test_own_genesis_file_pins_the_consortium(page, consortium, evidence, tmp_pa
     reset_verdict(page)
     page.set_file("#genesis-file", folder / "genesis.json")
     assert verdict_of(page) == "match"
+
+
+def test_page_is_served_with_its_security_headers(site):
+    for path, kind in (("/", "text/html"), ("/assets/app.js", "text/javascript")):
+        with urllib.request.urlopen(site + path, timeout=5) as answer:
+            assert answer.status == 200 and answer.headers.get_content_type() == kind
+            csp = answer.headers["Content-Security-Policy"]
+            assert csp.startswith("default-src 'self'") and "'unsafe-inline'" not in csp
+            assert answer.headers["X-Content-Type-Options"] == "nosniff"
+            assert answer.headers["Referrer-Policy"] == "no-referrer"
+
+
+def test_every_control_has_an_accessible_name_and_is_reachable_by_keyboard(page):
+    tree = page.send("Accessibility.getFullAXTree")["nodes"]
+    controls = [n for n in tree if n.get("role", {}).get("value") in ("textbox", "button", "combobox", "checkbox")
+                and not n.get("ignored")]
+    assert len(controls) >= 4
+    unnamed = [n["role"]["value"] for n in controls if not n.get("name", {}).get("value", "").strip()]
+    assert not unnamed, unnamed
+    reached = []
+    for _ in range(12):  # Tab through the page as a keyboard user does
+        page.send("Input.dispatchKeyEvent", {"type": "keyDown", "key": "Tab", "code": "Tab", "windowsVirtualKeyCode": 9})
+        page.send("Input.dispatchKeyEvent", {"type": "keyUp", "key": "Tab", "code": "Tab", "windowsVirtualKeyCode": 9})
+        reached.append(page.evaluate("document.activeElement.id || document.activeElement.tagName"))
+    for wanted in ("lang-switch", "code", "file", "verify-button"):
+        assert wanted in reached, reached

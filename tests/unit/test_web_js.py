@@ -351,13 +351,17 @@ def receipt_vectors() -> list[Path]:
 
 
 @pytest.mark.skipif(not VECTORS.is_dir(), reason="no receipt vectors yet")
-def test_receipt_vectors_give_the_python_verdicts(page):
+@pytest.mark.parametrize("ed25519", ["webcrypto", "javascript"])
+def test_receipt_vectors_give_the_python_verdicts(page, ed25519):
     vectors = receipt_vectors()
     assert len(vectors) >= 10
     genesis_names = sorted({json.loads(p.read_text(encoding="utf-8"))["genesis"] for p in vectors})
     got = js(page, "verify.js", """
         const {parseGenesis} = await import('/assets/genesis.js');
         const {fromHex} = await import('/assets/sha256.js');
+        const ed = await import('/assets/ed25519.js');
+        ed.useJavaScriptOnly(data.ed25519 === 'javascript');
+        if (await ed.implementation() !== data.ed25519) throw new Error('wrong Ed25519 implementation');
         const geneses = Object.fromEntries(Object.entries(data.geneses).map(([k, v]) => [k, parseGenesis(JSON.parse(v))]));
         const out = {};
         for (const [name, text] of Object.entries(data.vectors)) {
@@ -371,6 +375,7 @@ def test_receipt_vectors_give_the_python_verdicts(page):
         return out;""", {
         "geneses": {n: (VECTORS / n).read_text(encoding="utf-8") for n in genesis_names},
         "vectors": {p.stem: p.read_text(encoding="utf-8") for p in vectors},
+        "ed25519": ed25519,
     })
     from ledger.receipt_verify import verify_receipt
 
