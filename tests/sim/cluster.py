@@ -16,21 +16,27 @@ Invariants are checked on every delivered block and after every step
   block extending its head);
 * certificates — every delivered block carries a certificate that verifies;
 * validity — every committed entry was submitted by a client and appears once;
+* no equivocation — an honest replica never signs two different votes for one
+  (view, seq), even across crashes in the middle of an action list;
 * bounded memory — ``Replica.sizes()`` stay under fixed bounds.
 """
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import random
 from dataclasses import dataclass, field
 from typing import Any
+
+import msgpack
 
 from ledger.block import ValidatorSet
 from ledger.crypto import SecretKey
 
 from consensus import io
 from consensus.auth import Ed25519Auth
+from consensus.messages import open_envelope
 from consensus.params import Params
 from consensus.replica import Replica
 from consensus.requests import request_id
@@ -106,6 +112,7 @@ class Cluster:
         self.steps = 0
         self.messages = 0
         self.max_sizes: dict[str, int] = {}
+        self.votes: dict[tuple, bytes] = {}  # (name, kind, view, seq) -> hash of the signed body
         self.checks = True  # benchmarks turn the invariant checks off to time the protocol alone
         for nm in self.nodes:
             self._boot(nm)
@@ -162,8 +169,24 @@ class Cluster:
         if self.checks:
             self._check_sizes(node)
 
+    def _check_vote(self, node: Node, data: bytes) -> None:
+        """NO-EQUIVOCATION: an honest replica, across crashes and restarts, never signs
+        two different pre-prepares, prepares or commits for the same (view, seq)."""
+        env = open_envelope(data, 1 << 30)
+        if env.kind not in ("pre_prepare", "prepare", "commit"):
+            return
+        unpacker = msgpack.Unpacker()
+        unpacker.feed(env.body)
+        unpacker.read_array_header()
+        key = (node.name, env.kind, unpacker.unpack(), unpacker.unpack())
+        digest = hashlib.sha256(env.body).digest()
+        if self.votes.setdefault(key, digest) != digest:
+            self.fail("EQUIVOCATION by honest %s: two %s votes for view %d seq %d" % (node.name, *key[1:]))
+
     def _execute(self, node: Node, a: Any) -> None:
         t = type(a)
+        if (t is io.Broadcast or t is io.Send) and node.byz is None and self.checks:
+            self._check_vote(node, a.data)
         if t is io.Broadcast:
             for peer in self.names:
                 if peer != node.name:

@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.sim.cluster import Cluster, sim_params
+from tests.sim.cluster import Cluster, Violation, sim_params
 
 
 def _load(c: Cluster, until: int, every: int = 100, size: int = 3) -> None:
@@ -151,3 +151,19 @@ def test_real_ed25519_with_faults():
     c.at(1500, lambda: c.restart("v00"))
     c.run_until(2000)
     _finish(c)
+
+
+# The checker itself: a replica that forgets its persisted votes (amnesia) is caught.
+def test_amnesia_is_detected_as_equivocation():
+    c = Cluster(4, seed=22)
+    c.submit(3)
+    while "pre_prepare/1" not in c.nodes["v00"].persisted:
+        c.run_until(c.now + 1)
+    assert not c.nodes["v00"].store
+    c.crash("v00")
+    c.nodes["v00"].persisted.clear()
+    c.now += 5
+    with pytest.raises(Violation, match="EQUIVOCATION"):
+        c.restart("v00")
+        c.submit(3)
+        c.run_until(2000)
