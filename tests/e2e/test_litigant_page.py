@@ -389,3 +389,23 @@ def test_every_control_has_an_accessible_name_and_is_reachable_by_keyboard(page)
         reached.append(page.evaluate("document.activeElement.id || document.activeElement.tagName"))
     for wanted in ("lang-switch", "code", "file", "verify-button"):
         assert wanted in reached, reached
+
+
+def test_large_file_hashes_in_chunks_with_progress(page, tmp_path):
+    big = tmp_path / "large-evidence.bin"
+    chunk = os.urandom(1 << 20)
+    with big.open("wb") as out:
+        for i in range(21):  # 21 MiB: six 4 MiB chunks
+            out.write(chunk[i:] + chunk[:i])
+    page.evaluate("""(() => {
+        window.__progress = [];
+        new MutationObserver(() => window.__progress.push(document.getElementById('progress').value))
+            .observe(document.getElementById('progress'), {attributes: true});
+    })()""")
+    page.set_file("#file", big)
+    digest = page.wait_for("document.getElementById('file-status').dataset.digest", 60, "the file's digest")
+    assert digest == hashlib.sha256(big.read_bytes()).hexdigest()
+    seen = page.evaluate("window.__progress")
+    assert any(0 < v < 1 for v in seen), seen
+    assert page.evaluate("document.getElementById('progress').hidden") is True
+    assert all(r["method"] == "GET" and not r.get("hasPostData") for r in page.requests)

@@ -90,3 +90,27 @@ def test_page_files_keep_the_csp_rules():
         assert not re.search(r"fetch\(\s*[\"'`]https?:", text), name
         if name.endswith(".js"):
             assert "innerHTML" not in text and "eval(" not in text and "new Function" not in text, name
+
+
+def test_routes_work_inside_the_node_api_app():
+    """Registered on the node's own aiohttp app (behind its error and metrics middleware)."""
+    from runtime.http_api import Api
+    from runtime.metrics import Registry
+
+    class _Stub:  # the page's routes never call the service
+        registry = Registry()
+
+    async def go() -> list[tuple[int, str, bytes]]:
+        app = Api(_Stub(), public_rate_per_s=1, max_body_bytes=1024).app()
+        add_web_routes(app)
+        async with TestClient(TestServer(app)) as client:
+            out = []
+            for path in ("/", "/assets/verify.js", "/assets/missing.js"):
+                response = await client.get(path)
+                out.append((response.status, response.headers.get("Content-Security-Policy", ""), await response.read()))
+            return out
+
+    (s1, csp1, body1), (s2, csp2, _), (s3, _, body3) = asyncio.run(go())
+    assert (s1, s2, s3) == (200, 200, 404)
+    assert csp1 == csp2 == SECURITY_HEADERS["Content-Security-Policy"]
+    assert body1.startswith(b"<!doctype html>") and b"no_such_asset" in body3
