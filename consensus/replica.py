@@ -109,7 +109,9 @@ class Replica:
                 and ordering.parent_tip(self, seq) is not None)
 
     def next_seq(self) -> int:
-        top = self.last_delivered
+        # Never at or below the low watermark: our persisted votes there are gone, and
+        # a block there is already decided (found by the simulator's equivocation check).
+        top = max(self.last_delivered, self.ckpt.stable_seq)
         for seq, slot in self.slots.items():
             if seq > top and (slot.view == self.view and slot.pp_bytes is not None or slot.waiting):
                 top = seq

@@ -283,7 +283,7 @@ def enter_view(r: "Replica", view: int, nv_bytes: bytes, pps: list[tuple[int, by
     r.emit(io.ViewChanged(view, r.primary()))
     first = None
     for seq, pp_bytes, block in pps:
-        if seq <= r.last_delivered:
+        if seq <= max(r.last_delivered, r.ckpt.stable_seq):
             continue
         r.slot(seq).waiting = (view, pp_bytes, block, True)
         r.votes.setdefault(("pre_prepare", seq), (view, block.header.hash()))

@@ -16,6 +16,8 @@ Invariants are checked on every delivered block and after every step
   block extending its head);
 * certificates — every delivered block carries a certificate that verifies;
 * validity — every committed entry was submitted by a client and appears once;
+* view-change safety — a block committed-local anywhere (even if not yet delivered)
+  is the only block ever committed-local or delivered at its height;
 * no equivocation — an honest replica never signs two different votes for one
   (view, seq), even across crashes in the middle of an action list;
 * bounded memory — ``Replica.sizes()`` stay under fixed bounds.
@@ -112,6 +114,7 @@ class Cluster:
         self.steps = 0
         self.messages = 0
         self.max_sizes: dict[str, int] = {}
+        self.local: dict[int, bytes] = {}  # height -> digest committed-local somewhere
         self.votes: dict[tuple, bytes] = {}  # (name, kind, view, seq) -> hash of the signed body
         self.checks = True  # benchmarks turn the invariant checks off to time the protocol alone
         for nm in self.nodes:
@@ -234,6 +237,8 @@ class Cluster:
             if node.store and h.prev_hash != node.store[-1][0].header.hash():
                 self.fail("%s delivered a block that does not extend its chain" % node.name)
             digest = h.hash()
+            if self.local.setdefault(h.height, digest) != digest:
+                self.fail("SAFETY: delivered block %d differs from one committed-local" % h.height)
             if self.canon.setdefault(h.height, digest) != digest:
                 self.fail("AGREEMENT violated at height %d by %s" % (h.height, node.name))
             try:
@@ -255,6 +260,12 @@ class Cluster:
                   "checkpoint_votes": len(self.names) * (p.watermark_window // p.checkpoint_interval + 2),
                   "view_change": 2 * len(self.names),
                   "buffered": len(self.names) * p.max_buffered_per_peer}
+        if node.byz is None:
+            # VIEW-CHANGE SAFETY: a block committed-local anywhere (delivered or not yet)
+            # is the only block that can ever be committed at its height.
+            for seq, slot in node.replica.slots.items():
+                if slot.certificate is not None and self.local.setdefault(seq, slot.digest) != slot.digest:
+                    self.fail("SAFETY: two blocks committed-local at height %d" % seq)
         for key, value in node.replica.sizes().items():
             if value > self.max_sizes.get(key, -1):
                 self.max_sizes[key] = value
