@@ -30,6 +30,7 @@ from ledger.errors import CodeError
 from .auth import AuthError, RequestVerifier
 from .metrics import Counter, Histogram, Registry
 from .openapi import OPENAPI
+from .web_routes import add_web_routes
 
 log = logging.getLogger("evledger.http")
 
@@ -125,6 +126,7 @@ class Api:
         ]
         for method, path, handler, public in routes:
             app.router.add_route(method, path, self._public(handler) if public else handler)
+        add_web_routes(app)  # GET / (the litigant's page) and /assets/{name}
         return app
 
     # ------------------------------------------------------------ plumbing

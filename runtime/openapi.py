@@ -100,6 +100,13 @@ OPENAPI = {
             "responses": {"200": {"description": "{case, deposits: [full records], next, access_record}"},
                           **_errors(400, 401, 403, 409)}}},
         "/v1/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3"}}}},
+        "/": {"get": {"summary": "The litigant's verification page (zh, with an English switch): checks a deposit "
+                                 "code as typed, hashes the file in the browser, verifies the receipt in the "
+                                 "browser", "responses": {"200": {"description": "text/html"}}}},
+        "/assets/{name}": {"get": {"summary": "The page's scripts, styles and fonts (an allow-list)",
+                                   "parameters": [{"name": "name", "in": "path", "required": True,
+                                                   "schema": {"type": "string"}}],
+                                   "responses": {"200": {"description": "the asset"}, **_errors(404)}}},
         "/metrics": {"get": {"summary": "Prometheus metrics (loopback, or signed by a node key)",
                              "responses": {"200": {"description": "text format 0.0.4"}, **_errors(401, 403)}}},
     },
