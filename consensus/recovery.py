@@ -18,8 +18,9 @@ Keys of sequence numbers at or below the stable checkpoint are deleted when it
 moves, so the record set stays bounded.  On restart the replica resumes in the
 persisted view, never signs a vote that conflicts with a persisted one for the same
 (view, seq) (``votes``), re-sends its VIEW-CHANGE if it was changing views, and
-re-processes its own persisted pre-prepares of the current view instead of cutting
-new blocks at those sequence numbers.
+re-processes its own persisted pre-prepares of the current view — including the
+re-proposals inside the NEW-VIEW it sent as primary — instead of cutting new blocks
+at those sequence numbers.
 """
 
 from __future__ import annotations
@@ -60,10 +61,26 @@ def restore(r: "Replica", persisted: Mapping[str, bytes]) -> None:
         if phase in ("pre_prepare", "prepare", "commit"):
             msg = parse_body(open_envelope(value, limit))
             digest = Block.from_wire(msg.block_wire).header.hash() if phase == "pre_prepare" else msg.digest
-            r.votes[(phase, seq)] = (msg.view, digest)
+            held = r.votes.get((phase, seq))
+            if held is None or held[0] <= msg.view:
+                r.votes[(phase, seq)] = (msg.view, digest)
             if phase == "pre_prepare" and msg.view == view and not r.in_vc:
-                r._restored_pps.append(value)
+                r._restored_pps.append((value, False))
         elif phase == "prepared":
             pview, digest, pp, prepares = decode(value)
             block = Block.from_wire(parse_body(open_envelope(pp, limit)).block_wire)
             r.prepared_certs[seq] = (pview, digest, pp, tuple(prepares), block)
+    if r.vc.new_view is not None and not r.in_vc:
+        _restore_new_view(r, limit)
+
+
+def _restore_new_view(r: "Replica", limit: int) -> None:
+    """As the primary that sent our NEW-VIEW, its re-proposals are our pre-prepares."""
+    env = open_envelope(r.vc.new_view, limit)
+    nv = parse_body(env)
+    if env.sender != r.name or nv.view != r.view:
+        return
+    for pp_bytes in nv.pre_prepares:
+        pp = parse_body(open_envelope(pp_bytes, limit))
+        r.votes[("pre_prepare", pp.seq)] = (pp.view, Block.from_wire(pp.block_wire).header.hash())
+        r._restored_pps.append((pp_bytes, True))

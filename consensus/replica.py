@@ -77,7 +77,7 @@ class Replica:
         self.stats: dict[str, int] = {}
         self.out: list = []
         self._replay = False
-        self._restored_pps: list[bytes] = []
+        self._restored_pps: list[tuple[bytes, bool]] = []  # (own pre-prepare, re-proposed by NEW-VIEW)
         self._timer: int | None = None
         if persisted:
             from .recovery import restore
@@ -293,8 +293,13 @@ class Replica:
         if self.tip.header is not None and self.last_delivered > self.ckpt.stable_seq:
             # Restarted exactly at a checkpoint: nobody else may ever see it from us otherwise.
             checkpoint.on_delivered(self, self.last_delivered, self.tip.header.hash())
-        for data in self._restored_pps:
-            self._on_message(self.name, data, now, own=True)
+        for data, reused in self._restored_pps:
+            if not reused:
+                self._on_message(self.name, data, now, own=True)
+                continue
+            msg = parse_body(open_envelope(data, self.params.max_message_bytes))
+            if msg.seq > max(self.last_delivered, self.ckpt.stable_seq):
+                ordering.on_pre_prepare(self, self.name, data, msg, now, reused=True)
         self._restored_pps = []
         if self.ckpt.stable_seq > self.last_delivered:
             self.request_transfer(self.ckpt.stable_seq, [])
