@@ -307,8 +307,10 @@ function rerender() {
   chainName();
 }
 
+/** Re-word an item in the current language (reasons that quote the node or a check keep their words). */
 function relabel(item) {
-  if (item.verdict === "invalid_receipt" || !item.result.checks.length) return; // reason carries the node's words
+  item.verdictText = t("verdict_" + item.verdict);
+  if (item.verdict === "invalid_receipt" || !item.result.checks.length) return;
   item.reasonText = t("reason_" + item.verdict);
 }
 
@@ -343,6 +345,7 @@ function download() {
 async function printReport() {
   const items = [...state.items.values()].reverse();
   if (!items.length) return;
+  items.forEach(relabel);
   renderReport($("report"), items, { genesis: state.genesis, genesisSource: state.genesisSource, status: state.status,
     edImpl: await implementation() });
   window.print();

@@ -346,6 +346,16 @@ def test_download_receipt_and_print_report(page, browser, evidence, tmp_path):
     pdf = page.pdf(tmp_path / "report.pdf")
     assert pdf.startswith(b"%PDF") and len(pdf) > 10_000
     page.send("Emulation.setEmulatedMedia", {"media": ""})
+    # The same report in English after the language switch.
+    page.evaluate("document.getElementById('lang-switch').click()")
+    page.wait_for("document.documentElement.lang === 'en'")
+    page.evaluate("document.getElementById('print-report').click()")
+    page.wait_for("window.__printed === 2")
+    report = page.evaluate("document.getElementById('report').innerText")
+    for heading in ("1. Verdict", "2. Deposit record", "3. Who operates the platform", "4. Neutrality",
+                    "5. Information system", "6. Deposit technique and process"):
+        assert heading in report, heading
+    assert "Match" in report and "一致" not in report
 
 
 def test_own_genesis_file_pins_the_consortium(page, consortium, evidence, tmp_path):
