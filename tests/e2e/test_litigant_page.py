@@ -419,3 +419,12 @@ def test_large_file_hashes_in_chunks_with_progress(page, tmp_path):
     assert any(0 < v < 1 for v in seen), seen
     assert page.evaluate("document.getElementById('progress').hidden") is True
     assert all(r["method"] == "GET" and not r.get("hasPostData") for r in page.requests)
+
+
+def test_a_link_carrying_the_code_opens_ready(page, site, evidence):
+    page.navigate(site + "/?lang=en&code=" + evidence["code"])
+    assert page.evaluate("document.getElementById('code').value") == evidence["code"]
+    assert page.evaluate("document.getElementById('code-status').dataset.state") == "ok"
+    page.set_file("#file", evidence["original"])
+    assert verdict_of(page) == "match"
+    assert page.evaluate("document.getElementById('verdict').textContent") == "Match"
