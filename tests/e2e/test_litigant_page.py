@@ -32,14 +32,10 @@ import time
 import urllib.request
 from pathlib import Path
 
-import aiohttp
 import pytest
-from aiohttp import web
 
 from e2e.cdp import Chromium, find_chromium
-from e2e.harness import serve
 from runtime import cluster
-from runtime.web_routes import add_web_routes
 
 ROOT = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, str(ROOT / "cli.py")]
@@ -94,43 +90,14 @@ def evidence(consortium, tmp_path_factory):
     return {"original": original, "changed": changed, "code": item["code"], "height": item["height"]}
 
 
-def _proxying_app(node_api: str) -> web.Application:
-    """The page's routes plus a GET-only pass-through of /v1/ to a real node.
-
-    Used only while the node itself does not serve ``GET /`` yet (before
-    ``add_web_routes`` is wired into node.py); the page and its requests are the same.
-    """
-    app = web.Application()
-    add_web_routes(app)
-
-    async def forward(request: web.Request) -> web.Response:
-        async with aiohttp.ClientSession() as session:
-            async with session.get(node_api + request.path_qs) as answer:
-                return web.Response(status=answer.status, body=await answer.read(),
-                                    content_type=answer.content_type, charset=answer.charset)
-
-    app.router.add_get("/v1/{tail:.*}", forward)
-    return app
-
-
 @pytest.fixture(scope="module")
 def site(consortium):
-    """Base URL of the page: the node itself when it serves it, else the fallback above."""
+    """Base URL of the page: a node that did not take the deposit serves it itself."""
     _, doc = consortium
-    api = doc["nodes"][1]["api"]  # not the node the deposit went through
-    try:
-        with urllib.request.urlopen(api + "/", timeout=5) as answer:
-            served = answer.status == 200 and answer.headers.get_content_type() == "text/html"
-    except OSError:
-        served = False
-    if served:
-        yield api
-        return
-    url, stop = serve(_proxying_app(api))
-    try:
-        yield url
-    finally:
-        stop()
+    api = doc["nodes"][1]["api"]
+    with urllib.request.urlopen(api + "/", timeout=5) as answer:
+        assert answer.status == 200 and answer.headers.get_content_type() == "text/html"
+    return api
 
 
 @pytest.fixture(scope="module")
