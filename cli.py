@@ -69,6 +69,10 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     cluster.add_argument("--batch", type=_positive, default=1000, metavar="K", help="items per batch (default 1000)")
     cluster.add_argument("--batch-concurrency", type=_positive, default=8, metavar="C",
                          help="batch requests in flight (default 8)")
+    cluster.add_argument("--batch-max-bytes", type=_positive, metavar="B",
+                         help="set genesis consensus.batch_max_bytes (default: what 'cluster init' writes)")
+    cluster.add_argument("--consensus", action="append", default=[], metavar="KEY=VALUE", type=_key_value,
+                         help="set another genesis consensus parameter, e.g. checkpoint_interval=16 (repeatable)")
     cluster.add_argument("--no-failover", action="store_true", help="skip killing the primary")
     cluster.add_argument("--dir", help="build the consortium in this folder and keep it (default: a temporary one)")
     cluster.add_argument("--output", default="docs/performance.md",
@@ -95,12 +99,20 @@ def _run_bench_ledger(args: argparse.Namespace) -> int:
                       command=" ".join(["evledger"] + sys.argv[1:]))
 
 
+def _key_value(text: str) -> tuple[str, int]:
+    key, sep, value = text.partition("=")
+    if not sep or not key or not value.replace("_", "").isdigit():
+        raise argparse.ArgumentTypeError("expected KEY=INTEGER, got %r" % text)
+    return key, int(value.replace("_", ""))
+
+
 def _run_bench_cluster(args: argparse.Namespace) -> int:
     from runtime import bench_cluster
 
     plan = bench_cluster.Plan(duration=args.duration, validators=args.validators, concurrency=args.concurrency,
                               batch_concurrency=args.batch_concurrency, batch=args.batch,
-                              failover=not args.no_failover)
+                              failover=not args.no_failover, batch_max_bytes=args.batch_max_bytes,
+                              consensus=tuple(args.consensus))
     return bench_cluster.main(plan, output=args.output, as_json=args.json, folder=args.dir,
                               command=" ".join(["evledger"] + sys.argv[1:]))
 
@@ -202,6 +214,10 @@ def _add_user_verbs(sub: argparse._SubParsersAction) -> None:
     query.add_argument("--key", required=True, metavar="KEY", help="the caller's key file (mode 0600)")
     query.add_argument("--timeout", type=_seconds, default=30.0, metavar="S", help="request timeout")
     query.add_argument("--json", action="store_true", help="print the answer as JSON")
+    query.add_argument("--report", metavar="FILE", help="also write the printable case report (HTML): every item "
+                       "with its receipt verified offline")
+    query.add_argument("--genesis", metavar="GENESIS", help="verify receipts against this genesis.json (default: "
+                       "the node's, whose fingerprint the report shows for comparison)")
     query.set_defaults(func=verbs.query)
 
     status = sub.add_parser("status", help="height, view, primary and health of a node",

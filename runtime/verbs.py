@@ -269,6 +269,10 @@ def query(args: Any) -> int:
         return api_exit(exc)
     finally:
         client.close()
+    if args.report:
+        code = _write_case_report(args, identity.name, doc)
+        if code != EXIT_OK:
+            return code
     if args.json:
         print(json.dumps(doc, ensure_ascii=False))
         return EXIT_OK
@@ -357,4 +361,35 @@ _RECEIPT_TEXT = {
     "mismatch": "MISMATCH: the receipt is valid but the file is NOT the deposited evidence",
     "invalid": "INVALID RECEIPT",
 }
+
+
+def _write_case_report(args: Any, caller: str, doc: dict) -> int:
+    """Verify every item's receipt offline and write the printable case report."""
+    from ledger.errors import GenesisError
+    from ledger.genesis import load_genesis, parse_genesis
+
+    from .case_report import render, verify_items
+
+    client = EvledgerClient(args.node, timeout=args.timeout)
+    try:
+        if args.genesis:
+            genesis = load_genesis(args.genesis)
+            source = "from %s" % args.genesis
+        else:
+            genesis = parse_genesis(client.request("GET", "/v1/genesis.json", signed=False))
+            source = "served by the node: compare it with the published fingerprint"
+        items = verify_items(doc.get("deposits", []), client.receipt, genesis)
+    except (GenesisError, OSError) as exc:
+        err("cannot use the genesis: %s" % exc)
+        return EXIT_USAGE
+    except ClientError as exc:
+        return api_exit(exc)
+    finally:
+        client.close()
+    page = render(args.case, items, node=args.node, caller=caller, genesis=genesis, genesis_source=source,
+                  access_record=doc.get("access_record"))
+    Path(args.report).write_text(page, encoding="utf-8")
+    bad = sum(1 for i in items if i["status"] != "valid")
+    err("wrote %s: %d item(s), %d with a valid receipt" % (args.report, len(items), len(items) - bad))
+    return EXIT_OK
 

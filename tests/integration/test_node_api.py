@@ -221,6 +221,15 @@ def test_court_query_sees_private_fields_and_is_recorded_on_chain(node):
     assert body is not None, "the court's retrieval was not recorded on chain"
     assert body.accessor == "court" and body.codes == (parse_compact(code),) and body.purpose == "case query"
 
+    report = node["folder"].parent / "case-report.html"
+    result = subprocess.run(CLI + ["query", "--case", case, "--node", node["api"], "--key", str(court_key),
+                                   "--report", str(report), "--genesis", str(node["folder"] / "genesis.json")],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    page = report.read_text(encoding="utf-8")
+    assert code in page and "110101199001011234" in page and 'class=valid' in page and "<script" not in page
+    assert "1 with a valid receipt" in result.stderr
+
     for who in ("ecommerce",):  # a depositor is refused
         key = node["folder"] / "clients" / ("%s.key" % who)
         refused = subprocess.run(CLI + ["query", "--case", case, "--node", node["api"], "--key", str(key)],
