@@ -386,8 +386,8 @@ class Node:
         deposits = []
         for o in outcomes:
             items = o.record.items
-            for code, item, height in zip(o.codes, items, o.heights or [None] * len(items)):
-                deposits.append({"code": str(code), "digest": item.digest.hex(),
+            for key, item, height in zip(o.keys, items, o.heights or [None] * len(items)):
+                deposits.append({"code": _printed_key(key), "digest": item.digest.hex(),
                                  "state": "committed" if o.state == "committed" else "pending", "height": height})
         all_committed = all(o.state == "committed" for o in outcomes)
         return (200 if all_committed else 202), {"deposits": deposits}
@@ -516,6 +516,12 @@ class Node:
 def _address(text: str) -> tuple[str, int]:
     host, _, port = text.rpartition(":")
     return host.strip("[]"), int(port)
+
+
+def _printed_key(code_key: bytes) -> str:
+    """``str(DepositCode)`` from its store key (the compact form), without re-deriving it."""
+    c = code_key.decode("ascii")
+    return "EV-%s-%s-%s-%s-%s" % (c[0:5], c[5:10], c[10:15], c[15:20], c[20:25])
 
 
 def _printed(code_key: bytes) -> str:

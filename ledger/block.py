@@ -28,7 +28,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from .codec import Fields, decode, encode, Limits, DEFAULT_LIMITS
+from .codec import Fields, decode, encode, encode_wire, Limits, DEFAULT_LIMITS
 from .crypto import PublicKey, SecretKey
 from .errors import DecodeError, SignatureError
 from .model import EntryRecord, _Typed
@@ -163,7 +163,7 @@ class CommitCertificate:
         return ["commit-certificate", 1, self.header_hash, [[name, sig] for name, sig in self.signatures]]
 
     def encode(self) -> bytes:
-        return encode(self.wire())
+        return encode_wire(self.wire())
 
     @classmethod
     def from_wire(cls, items: Any, where: str = "certificate") -> "CommitCertificate":
@@ -222,7 +222,7 @@ class Block:
         return ["block", 1, self.header.wire(), [r.wire() for r in self.records]]
 
     def encode(self) -> bytes:
-        return encode(self.wire())
+        return encode_wire(self.wire())
 
     @classmethod
     def from_wire(cls, items: Any, where: str = "block") -> "Block":

@@ -35,7 +35,7 @@ from . import merkle
 from .block import ZERO_HASH, Block, BlockHeader
 from .errors import InputError
 from .model import EntryRecord
-from .state import BlockEffects, ChainView, Rejection, Rules, apply_block, filter_valid
+from .state import BlockEffects, ChainView, Rejection, Rules, apply_block, filter_block
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,8 +156,7 @@ class LedgerApp:
                         proposer: str) -> tuple[Block, Tip, list[Rejection]]:
         """Like :meth:`build`, also returning the records left out and why."""
         view_ = _View(self.store, self._recent(parent))
-        accepted, rejected = filter_valid(self.rules, view_, timestamp, records)
-        effects = apply_block(self.rules, view_, timestamp, accepted)
+        accepted, rejected, effects = filter_block(self.rules, view_, timestamp, records)
         header, frontier = self._header(parent, accepted, timestamp, view, proposer)
         return Block(header, tuple(accepted)), self._tip(parent, header, frontier, effects), rejected
 

@@ -52,7 +52,7 @@ import plyvel
 
 from . import merkle
 from .block import BlockHeader, CommitCertificate
-from .codec import Fields, Limits, decode, encode
+from .codec import Fields, Limits, decode, encode, encode_wire
 from .errors import CorruptionError, DecodeError, StoreError
 from .model import EntryRecord
 from .store import EMPTY_HEAD, AppendPlan, EntryRef, Head, Location, Store
@@ -331,10 +331,10 @@ class LevelDBStore(Store):
             put(record_key(height, i), record.encode())
         for (level, index), value in plan.nodes.items():
             put(node_key(level, index), value)
-        for code, loc in plan.index.codes:
-            put(code_key(code), encode(list(loc)))
+        for code, loc in plan.index.codes:  # locations are checked ints: their canonical bytes need no walk
+            put(code_key(code), encode_wire(list(loc)))
         for key, ref in plan.index.entry_keys:
-            put(entry_key_key(key), encode(list(ref)))
+            put(entry_key_key(key), encode_wire(list(ref)))
         for case, code in plan.index.cases:
             put(case_prefix(case) + code, b"")
         head = plan.head

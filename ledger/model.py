@@ -36,7 +36,7 @@ from typing import Any, ClassVar, Union
 
 from . import merkle
 from .codes import DepositCode, derive_code
-from .codec import Fields, decode, encode, Limits, DEFAULT_LIMITS
+from .codec import Fields, decode, encode, encode_wire, Limits, DEFAULT_LIMITS
 from .crypto import PublicKey, SecretKey
 from .errors import DecodeError
 from .wire import KINDS, check_spec, from_wire, normalise, to_wire
@@ -66,7 +66,7 @@ class _Typed:
         return to_wire(self)
 
     def encode(self) -> bytes:
-        return encode(self.wire())
+        return encode_wire(self.wire())
 
 
 @check_spec
@@ -258,7 +258,7 @@ class Entry:
         return ["entry", ENTRY_VERSION, self.body.wire(), self.signature]
 
     def encode(self) -> bytes:
-        return encode(self.wire())
+        return encode_wire(self.wire())
 
     def leaf_hash(self) -> bytes:
         return merkle.leaf_hash(self.encode())
@@ -294,6 +294,53 @@ def items_root(items: tuple[DepositItem, ...] | list[DepositItem]) -> bytes:
     return merkle.root([item.leaf_hash() for item in items])
 
 
+_ITEM_TAG = DepositItem.TAG
+_TEXT_RE = None  # ledger.wire.TEXT_RE, bound on first use
+
+
+def _plain_item(wire: Any) -> DepositItem | None:
+    """Decode the common item shape fast: digest and category only, no sm3, case,
+    metadata or private commitment.  ``None`` for anything else (the generic,
+    error-naming path then decides); a returned item is exactly what
+    ``from_wire(DepositItem, wire)`` returns, and ``wire`` is its canonical wire form.
+    """
+    global _TEXT_RE
+    if type(wire) is not list or len(wire) != 8:
+        return None
+    tag, version, digest, sm3, category, case, meta, commitment = wire
+    if (tag != _ITEM_TAG or version != 1 or type(version) is not int or type(digest) is not bytes
+            or len(digest) != 32 or sm3 is not None or case is not None or commitment is not None
+            or type(meta) is not dict or meta or type(category) is not str or not category or len(category) > 256):
+        return None
+    if _TEXT_RE is None:
+        from .wire import TEXT_RE as _TEXT_RE
+    if not _TEXT_RE.fullmatch(category):
+        return None
+    item = object.__new__(DepositItem)
+    setattr_ = object.__setattr__
+    setattr_(item, "digest", digest)
+    setattr_(item, "sm3", None)
+    setattr_(item, "category", category)
+    setattr_(item, "case", None)
+    setattr_(item, "public_meta", ())
+    setattr_(item, "private_commitment", None)
+    return item
+
+
+def _items_from_wire(item_list: list) -> tuple[tuple[DepositItem, ...], bytes]:
+    """The items of a deposit record and their ``items_root``."""
+    items, leaves = [], []
+    for it in item_list:
+        item = _plain_item(it)
+        if item is None:
+            item = from_wire(DepositItem, it)
+            leaves.append(item.leaf_hash())
+        else:
+            leaves.append(merkle.leaf_hash(encode_wire(it)))
+        items.append(item)
+    return tuple(items), merkle.root(leaves)
+
+
 @dataclass(frozen=True, slots=True)
 class EntryRecord:
     """An entry with what travels beside it: a deposit's items and the private parts.
@@ -314,7 +361,7 @@ class EntryRecord:
         object.__setattr__(self, "private", tuple(self.private))
         self.check()
 
-    def check(self, where: str = "entry_record") -> None:
+    def check(self, where: str = "entry_record", _root: bytes | None = None) -> None:
         """Structural consistency; raises ``DecodeError`` naming what disagrees."""
         body = self.entry.body
         if isinstance(body, Deposit):
@@ -322,7 +369,7 @@ class EntryRecord:
                 raise DecodeError("%s: deposit announces %d items but carries %d" % (where, body.item_count, len(self.items)))
             if len(self.private) != len(self.items):
                 raise DecodeError("%s: private parts must be aligned with the items" % where)
-            if items_root(self.items) != body.items_root:
+            if (_root if _root is not None else items_root(self.items)) != body.items_root:
                 raise DecodeError("%s: items do not match items_root" % where, reason="items_root_mismatch")
             commitments = [item.private_commitment for item in self.items]
         else:
@@ -347,7 +394,7 @@ class EntryRecord:
         ]
 
     def encode(self) -> bytes:
-        return encode(self.wire())
+        return encode_wire(self.wire())
 
     @classmethod
     def from_wire(cls, items: Any, where: str = "entry_record") -> "EntryRecord":
@@ -359,11 +406,12 @@ class EntryRecord:
         private_list = reader.list("private", MAX_BATCH_ITEMS)
         record = object.__new__(cls)
         object.__setattr__(record, "entry", entry)
-        object.__setattr__(record, "items", tuple(from_wire(DepositItem, it) for it in item_list))
+        items, root = _items_from_wire(item_list) if item_list else ((), None)
+        object.__setattr__(record, "items", items)
         object.__setattr__(
             record, "private", tuple(None if p is None else from_wire(PrivateMeta, p) for p in private_list)
         )
-        record.check(where)
+        record.check(where, root)
         return record
 
     @classmethod

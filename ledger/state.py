@@ -69,7 +69,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import AbstractSet as Set, Iterable, Mapping, NamedTuple, Protocol, Sequence
 
-from .codes import DepositCode, derive_code
+from .codes import DepositCode, derive_code, derive_codes
 from .crypto import PublicKey
 from .errors import EntryRejected, SignatureError
 from .genesis import EntryLimits, Genesis
@@ -84,8 +84,10 @@ __all__ = [
     "Rules",
     "apply_block",
     "check_record",
+    "deposit_code_keys",
     "deposit_codes",
     "entry_key",
+    "filter_block",
     "filter_valid",
 ]
 
@@ -176,12 +178,64 @@ def entry_key(entry: Entry) -> bytes:
     return hashlib.sha256(ENTRY_KEY_DOMAIN + entry.signature).digest()
 
 
+class _Memo:
+    """A bounded memo of pure results (oldest forgotten first), keyed by signature.
+
+    A node meets every deposit several times (its own admission or a peer's
+    forward, the block it is proposed in, the block it commits in); what depends
+    only on the signed bytes is computed once.  ``weight`` bounds the memory
+    (deposit items, or entries).
+    """
+
+    __slots__ = ("data", "weight", "limit")
+
+    def __init__(self, limit: int):
+        self.data: dict = {}
+        self.weight = 0
+        self.limit = limit
+
+    def get(self, key):
+        return self.data.get(key)
+
+    def put(self, key, value, weight: int = 1) -> None:
+        if key in self.data:
+            return
+        data = self.data
+        while data and self.weight + weight > self.limit:
+            self.weight -= data.pop(next(iter(data)))[1]
+        data[key] = (value, weight)
+        self.weight += weight
+
+
+_CODES = _Memo(200_000)  # (chain_id, signature, item count) -> (codes, code keys), weighted by items
+_VERIFIED = _Memo(100_000)  # signature -> SHA-256 of (public key, chain id, context, signed body)
+
+
+def _codes_and_keys(chain_id: str, record: EntryRecord) -> tuple[tuple[DepositCode, ...], tuple[bytes, ...]]:
+    sig = record.entry.signature
+    count = len(record.items)
+    memo_key = (chain_id, sig, count)
+    hit = _CODES.get(memo_key)
+    if hit is not None:
+        return hit[0]
+    codes, keys = derive_codes(chain_id, sig, count)
+    value = (tuple(codes), tuple(keys))
+    _CODES.put(memo_key, value, max(1, count))
+    return value
+
+
+def deposit_code_keys(chain_id: str, record: EntryRecord) -> tuple[bytes, ...]:
+    """The store keys (``DepositCode.key``) of a deposit's items, in item order (empty for other entries)."""
+    if not isinstance(record.entry.body, Deposit):
+        return ()
+    return _codes_and_keys(chain_id, record)[1]
+
+
 def deposit_codes(chain_id: str, record: EntryRecord) -> list[DepositCode]:
     """The codes of a deposit's items, in item order (empty for other entries)."""
     if not isinstance(record.entry.body, Deposit):
         return []
-    sig = record.entry.signature
-    return [derive_code(chain_id, sig, index=i) for i in range(len(record.items))]
+    return list(_codes_and_keys(chain_id, record)[0])
 
 
 # --------------------------------------------------------------------------- checks
@@ -294,12 +348,20 @@ def _check_items(rules: Rules, record: EntryRecord) -> None:
 
 
 def _check_signature(rules: Rules, signer: _MemberRule, record: EntryRecord) -> None:
-    """Step 6: exactly one verification per entry."""
+    """Step 6: one verification per entry, remembered (a pure function of the bytes compared)."""
+    entry = record.entry
+    body = entry.body.encode()
+    fingerprint = hashlib.sha256(b"\x00".join((signer.key.raw, rules.chain_id.encode("utf-8"),
+                                               entry.context.encode("ascii"), body))).digest()
+    hit = _VERIFIED.get(entry.signature)
+    if hit is not None and hit[0] == fingerprint:
+        return
     try:
-        record.entry.verify(signer.key, rules.chain_id)
+        signer.key.verify(entry.context, rules.chain_id, body, entry.signature)
     except SignatureError:
         raise _reject("bad_signature", "entry.signature", "does not verify for %r on chain %s"
                       % (record.entry.signer, rules.chain_id)) from None
+    _VERIFIED.put(entry.signature, fingerprint)
 
 
 def _cited(body) -> tuple[str, tuple[str, ...]]:
@@ -311,8 +373,8 @@ def _cited(body) -> tuple[str, tuple[str, ...]]:
 
 def _deposit_keys(rules: Rules, view: ChainView, record: EntryRecord, pending: Set[bytes]) -> _Verdict:
     """Step 7 for a deposit: its codes, none already on chain or earlier in the block."""
-    codes = deposit_codes(rules.chain_id, record)
-    keys = tuple(code.key for code in codes)
+    codes, keys = _codes_and_keys(rules.chain_id, record)
+    codes = list(codes)
     dup = [code for code, key in zip(codes, keys) if key in pending or view.has_code(key)]
     if dup:
         raise _reject("already_deposited", "deposit", "already deposited: %s%s"
@@ -426,6 +488,18 @@ def filter_valid(rules: Rules, view: ChainView, block_time: int,
     codes) is rejected as ``already_deposited`` / ``already_recorded``, so
     ``apply_block(rules, view, block_time, accepted)`` always succeeds.
     """
+    accepted, rejected, _ = filter_block(rules, view, block_time, records)
+    return accepted, rejected
+
+
+def filter_block(rules: Rules, view: ChainView, block_time: int,
+                 records: Sequence[EntryRecord]) -> tuple[list[EntryRecord], list[Rejection], BlockEffects]:
+    """:func:`filter_valid` plus the effects of the accepted records.
+
+    The effects are exactly ``apply_block(rules, view, block_time, accepted)``: each
+    accepted record was checked against the chain plus the records accepted before
+    it, which is what ``apply_block`` checks, so a proposer need not check twice.
+    """
     _check_time_arg(block_time)
     builder = _Builder()
     accepted: list[EntryRecord] = []
@@ -439,4 +513,4 @@ def filter_valid(rules: Rules, view: ChainView, block_time: int,
             continue
         builder.add(len(accepted), record, verdict)
         accepted.append(record)
-    return accepted, rejected
+    return accepted, rejected, builder.effects()

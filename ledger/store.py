@@ -307,12 +307,16 @@ class Store(abc.ABC):
         return header.history_size - header.entry_count + entry_index
 
     def locate(self, code_key: bytes) -> Location | None:
-        self._open_head()
-        return self._read_location(check_code_key(code_key))
+        head = self._open_head()
+        loc = self._read_location(check_code_key(code_key))
+        # A block being appended by another thread is visible in the backend just
+        # before the head pointer moves: answer only for blocks at or below the head.
+        return loc if loc is None or loc.height <= head.height else None
 
     def locate_entry(self, entry_key: bytes) -> EntryRef | None:
-        self._open_head()
-        return self._read_entry_ref(check_entry_key(entry_key))
+        head = self._open_head()
+        ref = self._read_entry_ref(check_entry_key(entry_key))
+        return ref if ref is None or ref.height <= head.height else None
 
     def has_code(self, key: bytes) -> bool:
         """``ledger.state.ChainView``: is ``key`` a stored code key or entry key?"""

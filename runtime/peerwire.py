@@ -48,7 +48,10 @@ def consensus(data: bytes) -> bytes:
 
 
 def requests(records: Sequence[EntryRecord]) -> bytes:
-    return bytes([REQUESTS]) + encode(["requests", 1, [r.wire() for r in records]])
+    # Spliced from each record's canonical bytes: the same bytes as
+    # encode(["requests", 1, [r.wire() for r in records]]), without the generic walk.
+    return b"".join([bytes([REQUESTS]), array_header(3), encode("requests"), encode(1), array_header(len(records)),
+                     *(r.encode() for r in records)])
 
 
 def parse_requests(body: bytes) -> list[EntryRecord]:

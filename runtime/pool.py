@@ -28,7 +28,7 @@ from typing import Callable, Sequence
 from ledger.codes import DepositCode
 from ledger.errors import EntryRejected
 from ledger.model import Deposit, EntryRecord
-from ledger.state import Rules, check_record, deposit_codes
+from ledger.state import Rules, check_record, deposit_code_keys, deposit_codes
 
 
 class PoolFull(Exception):
@@ -49,6 +49,7 @@ class Outcome:
     state: str  # "pending", "committed" or "rejected"
     heights: list[int | None] = field(default_factory=list)
     error: EntryRejected | None = None
+    keys: tuple[bytes, ...] = ()  # the codes' store keys (compact form), aligned with ``codes``
 
 
 @dataclass
@@ -83,15 +84,16 @@ class DepositPool:
     def _check_one(self, record: EntryRecord, now_ms: int) -> Outcome:
         rid = record.entry.leaf_hash()
         codes = deposit_codes(self.rules.chain_id, record) if isinstance(record.entry.body, Deposit) else []
+        keys = deposit_code_keys(self.rules.chain_id, record)  # memoised with the codes: no re-encoding
         if rid in self.by_request:
-            return Outcome(record, codes, "pending", [None] * len(codes))
+            return Outcome(record, codes, "pending", [None] * len(codes), keys=keys)
         try:
             check_record(self.rules, self.store, record, now_ms)
         except EntryRejected as err:
-            if err.reason == "already_deposited" and codes and all(self.store.has_code(c.key) for c in codes):
-                return Outcome(record, codes, "committed", [self.locate_height(c.key) for c in codes])
-            return Outcome(record, codes, "rejected", error=err)
-        return Outcome(record, codes, "new", [None] * len(codes))
+            if err.reason == "already_deposited" and codes and all(self.store.has_code(k) for k in keys):
+                return Outcome(record, codes, "committed", [self.locate_height(k) for k in keys], keys=keys)
+            return Outcome(record, codes, "rejected", error=err, keys=keys)
+        return Outcome(record, codes, "new", [None] * len(codes), keys=keys)
 
     def admit(self, records: Sequence[EntryRecord], now_ms: int) -> list[Outcome]:
         """Check and admit ``records``; raise :class:`PoolFull` (admitting none) if they do not fit.
@@ -114,15 +116,15 @@ class DepositPool:
                 raise PoolFull("client %s has %d items pending (limit %d)"
                                % (client, self.client_items.get(client, 0), self.per_client), per_client=True)
         for o in fresh:
-            self._add(o.record, o.codes)
+            self._add(o.record, o.keys)
         return outcomes
 
-    def _add(self, record: EntryRecord, codes: list[DepositCode]) -> None:
+    def _add(self, record: EntryRecord, keys: tuple[bytes, ...]) -> None:
         rid = record.entry.leaf_hash()
         if rid in self.by_request:
             return
         items = _items(record)
-        pending = _Pending(record.entry.signer, tuple(c.key for c in codes), items)
+        pending = _Pending(record.entry.signer, tuple(keys), items)
         self.by_request[rid] = pending
         for key in pending.codes:
             self.by_code[key] = rid
@@ -136,7 +138,7 @@ class DepositPool:
             return outcome.state == "pending"
         if self.items + _items(record) > self.max_pending:
             return False
-        self._add(record, outcome.codes)
+        self._add(record, outcome.keys)
         return True
 
     def remove(self, request_id: bytes) -> None:
