@@ -87,6 +87,10 @@ class Plan:
     batch_concurrency: int = 8  # batch requests in flight
     batch: int = 1000  # items per signed batch
     failover: bool = True
+    batch_max_bytes: int | None = None  # genesis consensus.batch_max_bytes; None keeps cluster init's default
+    consensus: tuple[tuple[str, int], ...] = ()  # other genesis consensus parameters to set
+    window: int = 3_000  # single-item phase: most items admitted but not committed before senders wait
+    batch_window: int = 20_000  # batch phase: the same
 
     def seconds(self) -> dict[str, float]:
         d = self.duration
@@ -101,6 +105,8 @@ class Plan:
 
 
 _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+MACHINE = "(machine)"
+OTHER = "other processes"
 
 
 def proc_cpu_seconds(pid: int) -> float | None:
@@ -111,6 +117,18 @@ def proc_cpu_seconds(pid: int) -> float | None:
         return None
     fields = text.rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def machine_cpu_seconds() -> tuple[float, float] | None:
+    """(busy, total) CPU seconds of the whole machine so far, from /proc/stat (all cores)."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:
+        return None
+    ticks = [int(v) for v in fields[:8]]
+    total = sum(ticks)
+    idle = ticks[3] + ticks[4]  # idle + iowait
+    return (total - idle) / _TICK, total / _TICK
 
 
 def proc_rss_bytes(pid: int) -> int | None:
@@ -143,8 +161,9 @@ class Sampler:
         self.take()
 
     def take(self) -> tuple[float, dict]:
-        sample = (time.monotonic(), {name: (proc_cpu_seconds(pid), proc_rss_bytes(pid))
-                                     for name, pid in self.pids.items()})
+        procs = {name: (proc_cpu_seconds(pid), proc_rss_bytes(pid)) for name, pid in self.pids.items()}
+        procs[MACHINE] = (machine_cpu_seconds(), None)
+        sample = (time.monotonic(), procs)
         self.samples.append(sample)
         return sample
 
@@ -153,17 +172,25 @@ class Sampler:
             self.take()
 
     def cpu_percent(self, start: tuple[float, dict], end: tuple[float, dict]) -> dict[str, float | None]:
+        """% of one core used by each process, plus ``other``: the rest of the machine's busy time."""
         span = end[0] - start[0]
         out: dict[str, float | None] = {}
         for name in self.pids:
             a, b = start[1].get(name, (None, None))[0], end[1].get(name, (None, None))[0]
             out[name] = None if a is None or b is None or span <= 0 else 100.0 * (b - a) / span
+        m0, m1 = start[1].get(MACHINE, (None,))[0], end[1].get(MACHINE, (None,))[0]
+        if m0 is not None and m1 is not None and m1[1] > m0[1]:
+            cores = os.cpu_count() or 1
+            busy = 100.0 * cores * (m1[0] - m0[0]) / (m1[1] - m0[1])
+            out[OTHER] = max(0.0, busy - sum(v for v in out.values() if v is not None))
         return out
 
     def rss_points(self, names: list[str]) -> dict[str, dict[str, float | None]]:
         """RSS (MiB) of each process at the start, middle and end of the samples, and its peak."""
         out = {}
         for name in names:
+            if name == MACHINE:
+                continue
             series = [s[1][name][1] for s in self.samples if s[1].get(name, (None, None))[1] is not None]
             if not series:
                 out[name] = {"start": None, "middle": None, "end": None, "peak": None}
@@ -347,14 +374,35 @@ class _Tracker:
                 await asyncio.sleep(self.interval)
 
 
-async def _closed_loop(loader: _Loader, kind: str, seconds: float, concurrency: int) -> dict:
+async def _closed_loop(loader: _Loader, kind: str, seconds: float, concurrency: int, window: int) -> dict:
+    """``concurrency`` workers, each sending its next request when the last is answered,
+    while the node's backlog (items admitted, not yet committed) is under ``window``.
+
+    Admission answers 202 long before commit; without the window a closed loop
+    measures how fast nodes admit, and the growing backlog starves consensus.
+    """
     deadline = time.monotonic() + seconds
-    counts = {"requests": 0, "accepted_items": 0, "busy": 0, "errors": 0}
+    counts = {"requests": 0, "accepted_items": 0, "busy": 0, "errors": 0, "held_s": 0.0}
     statuses: dict[str, int] = {}
+    gate = {"open": True}
+    watch = loader.apis[-1]
+
+    async def monitor() -> None:
+        while time.monotonic() < deadline:
+            try:
+                async with loader.session.get(watch + "/v1/status") as resp:
+                    gate["open"] = (await resp.json())["pending"] < window
+            except Exception:  # noqa: BLE001 - keep the last verdict
+                pass
+            await asyncio.sleep(0.02)
 
     async def worker(index: int) -> None:
         who = loader.identities[index % len(loader.identities)]
         while time.monotonic() < deadline:
+            if not gate["open"]:
+                counts["held_s"] += 0.005
+                await asyncio.sleep(0.005)
+                continue
             api = loader.next_api()
             body = loader.body(kind, who)
             try:
@@ -374,8 +422,8 @@ async def _closed_loop(loader: _Loader, kind: str, seconds: float, concurrency: 
             else:
                 counts["errors"] += 1
 
-    await asyncio.gather(*(worker(i) for i in range(concurrency)))
-    return {**counts, "statuses": statuses}
+    await asyncio.gather(monitor(), *(worker(i) for i in range(concurrency)))
+    return {**counts, "statuses": statuses, "window_items": window}
 
 
 async def _open_loop(loader: _Loader, kind: str, seconds: float, rate: float, sample_every: float,
@@ -529,7 +577,7 @@ def _load_process(conn, apis: list[str], chain_id: str, identities: list[tuple[s
                         result = await _idle(loader, command["seconds"])
                     elif what == "closed":
                         result = await _closed_loop(loader, command["kind"], command["seconds"],
-                                                    command["concurrency"])
+                                                    command["concurrency"], command["window"])
                     elif what == "open":
                         counts, tracker = await _open_loop(loader, command["kind"], command["seconds"],
                                                            command["rate"], command["sample_every"],
@@ -558,6 +606,22 @@ def _say(text: str) -> None:
         print(text, file=sys.stderr, flush=True)
 
 
+def set_consensus(folder: Path, **params: int) -> dict:
+    """Change consensus parameters in the genesis of a folder no node has started from yet.
+
+    The file is re-read with ``ledger.genesis.load_genesis``, so a value it refuses
+    raises here.  Returns the consensus section as written.
+    """
+    from ledger.genesis import load_genesis
+
+    path = folder / "genesis.json"
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    doc["consensus"].update(params)
+    path.write_text(json.dumps(doc, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    load_genesis(path)
+    return doc["consensus"]
+
+
 def _tune_configs(folder: Path) -> None:
     """Raise the public read rate limit and the replay cache (see the module docstring)."""
     for config in sorted((folder / "nodes").glob("*/node.toml")):
@@ -582,6 +646,12 @@ class Run:
         base = cluster.free_base_port()
         consortium = cluster.init(self.folder, validators=self.plan.validators, base_port=base)
         _tune_configs(self.folder)
+        changes = dict(self.plan.consensus)
+        if self.plan.batch_max_bytes is not None:
+            changes["batch_max_bytes"] = self.plan.batch_max_bytes
+        if changes:
+            set_consensus(self.folder, **changes)
+        self.results["consensus"] = json.loads((self.folder / "genesis.json").read_text())["consensus"]
         _say("consortium %s in %s: %d validators, base port %d" % (consortium.genesis.chain_id, self.folder,
                                                                    self.plan.validators, base))
         self.cluster = cluster.up(self.folder, command=[sys.executable, str(ROOT / "cli.py"), "run"], timeout=60)
@@ -627,6 +697,24 @@ class Run:
     def status(self, api: str) -> dict:
         return _get_json(api + "/v1/status")
 
+    def settle(self, phase: str, timeout: float = 60.0) -> None:
+        """Wait until no node has items pending, so a phase does not inherit the last one's backlog."""
+        start = time.monotonic()
+        pending = None
+        while time.monotonic() - start < timeout:
+            try:
+                pending = max(self.status(api)["pending"] for api in self.apis)
+            except OSError:
+                pending = None
+            if pending == 0:
+                break
+            time.sleep(0.2)
+        self.results.setdefault("settle_s", {})[phase] = round(time.monotonic() - start, 2)
+        if pending:
+            self.results.setdefault("notes", []).append(
+                "After the %s phase %s items were still pending after %.0f s; the next phase started anyway."
+                % (phase, format(pending, ","), timeout))
+
     def measured(self, command: dict, seconds: float, warmup: float) -> tuple[dict, dict]:
         """Run ``command`` for ``seconds``; committed items/s and CPU% over the part after ``warmup``."""
         ref = self.apis[1 % len(self.apis)]
@@ -648,7 +736,10 @@ class Run:
         plan, res = self.plan, self.results
         secs = plan.seconds()
         res["plan"] = {"duration_s": plan.duration, "validators": plan.validators, "concurrency": plan.concurrency,
-                       "batch_concurrency": plan.batch_concurrency, "batch_items": plan.batch, "phases_s": secs}
+                       "batch_concurrency": plan.batch_concurrency, "batch_items": plan.batch, "phases_s": secs,
+                       "batch_max_bytes": plan.batch_max_bytes, "consensus_set": dict(plan.consensus),
+                       "window": plan.window,
+                       "batch_window": plan.batch_window}
 
         _say("idle latency: one single-item deposit at a time for %.0f s" % secs["idle"])
         s0 = self.sampler.take()
@@ -661,10 +752,12 @@ class Run:
             items = 1 if kind == "single" else plan.batch
             _say("%s: closed loop, %d requests of %d item%s in flight, %.0f s (warm-up %.0f s)"
                  % (kind, conc, items, "" if items == 1 else "s", secs[kind], plan.warmup(secs[kind])))
-            load, m = self.measured({"phase": "closed", "kind": kind, "seconds": secs[kind], "concurrency": conc},
-                                    secs[kind], plan.warmup(secs[kind]))
+            window = plan.window if kind == "single" else plan.batch_window
+            load, m = self.measured({"phase": "closed", "kind": kind, "seconds": secs[kind], "concurrency": conc,
+                                     "window": window}, secs[kind], plan.warmup(secs[kind]))
             res[kind] = {**m, "load": load}
             _say("  %.0f digests/s committed; node CPU %s" % (m["items_per_s"], _cpu_line(m["cpu_percent"])))
+            self.settle(kind)
 
         for kind in ("single", "batch"):
             phase = "half-" + kind
@@ -678,6 +771,7 @@ class Run:
             lat = res[phase]["latency"]
             _say("  %.0f digests/s committed; latency p50 %s, p99 %s (%d samples)"
                  % (m["items_per_s"], _ms(lat["p50_ms"]), _ms(lat["p99_ms"]), lat["samples"]))
+            self.settle(phase)
 
         res["rss_mib"] = self.sampler.rss_points(list(self.sampler.pids))
         if plan.failover:
@@ -784,7 +878,7 @@ def render(results: dict, info: dict, command: str) -> str:
                      "< 3 s / 1.5 s"))
     lines += ["| %s | %s | %s |" % row for row in rows]
 
-    names = [n for n in results.get("rss_mib", {})]
+    names = [n for n in results.get("rss_mib", {})] + [OTHER]
     lines += ["", "CPU per process (% of one core) during each phase, and resident memory (MiB) over the run "
               "(start / middle / end, before the failover):", "",
               "| process | " + " | ".join(k for k in ("idle", "single", "batch", "half-single", "half-batch")
@@ -797,16 +891,39 @@ def render(results: dict, info: dict, command: str) -> str:
             if k in results:
                 v = results[k]["cpu_percent"].get(name)
                 cells.append("n/a" if v is None else "%.0f%%" % v)
-        rss = results["rss_mib"][name]
-        rss_text = "n/a" if rss["start"] is None else "%.0f / %.0f / %.0f (%.0f)" % (
+        rss = results["rss_mib"].get(name, {"start": None})
+        rss_text = "—" if name == OTHER else "n/a" if rss["start"] is None else "%.0f / %.0f / %.0f (%.0f)" % (
             rss["start"], rss["middle"], rss["end"], rss["peak"])
         lines.append("| %s | %s | %s |" % (name, " | ".join(cells), rss_text))
+    eff = []
+    for key, label in (("single", "single-item"), ("batch", "batched")):
+        r = results.get(key)
+        if r:
+            node_cpu = sum(v for n, v in r["cpu_percent"].items() if v is not None and n not in ("load", OTHER))
+            if node_cpu > 0:
+                eff.append("%s %s digests per node CPU-second (%.2f cores used by the nodes)"
+                           % (label, format(round(r["items_per_s"] / (node_cpu / 100)), ","), node_cpu / 100))
+    if eff:
+        lines += ["", "Efficiency, independent of what else the machine runs: " + "; ".join(eff) + ". "
+                  "`other processes` is the machine's busy time not used by this benchmark (from /proc/stat): "
+                  "what it shares the cores with."]
+    cons = results.get("consensus")
+    if cons:
+        changed = sorted(set(plan.get("consensus_set") or {}) | ({"batch_max_bytes"} if plan.get("batch_max_bytes")
+                                                                  else set()))
+        lines += ["", "Genesis consensus parameters: %s%s." % (
+            ", ".join("%s %s" % (k, format(v, ",")) for k, v in cons.items()),
+            "" if not changed else " (%s set by the command; the rest as `evledger cluster init` writes them)"
+            % ", ".join(changed))]
     secs = plan["phases_s"]
+    warmups = ", ".join("%s %.0f s" % (k, min(10.0, max(1.0, 0.2 * v))) for k, v in secs.items() if k != "idle")
     lines += ["", "Phases: idle %.0f s, closed loops %.0f s each, open loops at half load %.0f s each (warm-up "
-              "excluded: %s), failover with 100 single deposits/s to the backups. Latency is polled (1 ms at idle, "
-              "5 ms under load, 10 ms in failover), so it includes up to one polling interval."
-              % (secs["idle"], secs["single"], secs["half-single"], ", ".join(
-                  "%s %.0f s" % (k, min(10.0, max(1.0, 0.2 * v))) for k, v in secs.items() if k != "idle"))]
+              "excluded: %s), failover with 100 single deposits/s to the backups. Closed loops hold new requests "
+              "while a node reports more than %s (single) / %s (batches) items admitted but not committed. "
+              "Latency is polled (1 ms at idle, 5 ms under load, 10 ms in failover), so it includes up to one "
+              "polling interval." % (secs["idle"], secs["single"], secs["half-single"], warmups,
+                                     format(plan.get("window", 3000), ","),
+                                     format(plan.get("batch_window", 20000), ","))]
     notes = results.get("notes")
     if notes:
         lines += [""] + notes

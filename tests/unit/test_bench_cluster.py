@@ -125,3 +125,42 @@ def test_tune_configs_sets_rate_and_replay_capacity(tmp_path):
 
     setup = load_node(next((folder / "nodes").glob("*/node.toml")))
     assert setup.config.api.public_rate_per_s == bc.PUBLIC_RATE
+
+
+def test_set_consensus_rewrites_a_valid_genesis(tmp_path):
+    from ledger.genesis import load_genesis
+    from ledger.errors import GenesisError
+    from runtime import cluster
+
+    folder = tmp_path / "c"
+    cluster.init(folder, base_port=cluster.free_base_port())
+    written = bc.set_consensus(folder, batch_max_bytes=262_144)
+    assert written["batch_max_bytes"] == 262_144
+    assert load_genesis(folder / "genesis.json").consensus.batch_max_bytes == 262_144
+    with pytest.raises(GenesisError):
+        bc.set_consensus(folder, batch_max_bytes=1)
+
+
+def test_render_shows_other_load_efficiency_and_consensus():
+    results = _results()
+    results["single"]["cpu_percent"] = {"court-node": 50.0, "notary-node": 50.0, "load": 20.0, bc.OTHER: 70.0}
+    results["consensus"] = {"batch_max_entries": 2000, "batch_max_bytes": 262144, "batch_delay_ms": 10,
+                            "view_change_timeout_ms": 2000}
+    text = bc.render(results, MACHINE, "evledger bench cluster")
+    assert "| other processes |" in text
+    assert "1,234 digests per node CPU-second (1.00 cores used by the nodes)" in text
+    assert "batch_max_bytes 262,144" in text
+
+
+def test_machine_cpu_is_read():
+    busy, total = bc.machine_cpu_seconds()
+    assert 0 <= busy <= total
+
+
+def test_cli_takes_consensus_overrides():
+    args = build_parser().parse_args(["bench", "cluster", "--batch-max-bytes", "131072", "--consensus",
+                                      "checkpoint_interval=16", "--consensus", "watermark_window=32"])
+    assert args.batch_max_bytes == 131072
+    assert args.consensus == [("checkpoint_interval", 16), ("watermark_window", 32)]
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["bench", "cluster", "--consensus", "checkpoint_interval"])
