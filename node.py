@@ -103,11 +103,18 @@ class _ConsensusApp:
 
 
 def consensus_params(genesis) -> Params:
+    """The replica's parameters from the genesis.
+
+    A VIEW-CHANGE carries every prepared block of the watermark window, so the
+    largest consensus message is about ``watermark_window * batch_max_bytes``
+    (bounded by the genesis rules to 16 MiB) plus signatures and framing.
+    """
     c = genesis.consensus
     return Params(batch_max_entries=c.batch_max_entries, batch_max_bytes=c.batch_max_bytes,
                   batch_delay_ms=c.batch_delay_ms, checkpoint_interval=c.checkpoint_interval,
                   watermark_window=c.watermark_window, view_change_timeout_ms=c.view_change_timeout_ms,
-                  max_clock_skew_ms=c.max_clock_skew_ms)
+                  max_clock_skew_ms=c.max_clock_skew_ms, max_in_flight=min(8, c.watermark_window),
+                  max_message_bytes=c.watermark_window * c.batch_max_bytes + 4 * 1024 * 1024)
 
 
 class Node:

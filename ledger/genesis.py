@@ -128,6 +128,7 @@ FORMAT = "evledger-genesis/1"
 WIRE_TAG = "evledger-genesis"
 WIRE_VERSION = 1
 MAX_GENESIS_BYTES = 1024 * 1024
+VIEW_CHANGE_BUDGET = 16 * 1024 * 1024  # bytes of blocks one view-change message may carry
 MAX_MEMBERS = 1024
 MAX_CATEGORIES = 256
 NODE_ROLES = frozenset({"validator", "observer"})
@@ -149,12 +150,13 @@ class Param:
 
 CONSENSUS_PARAMS: tuple[Param, ...] = (
     Param("batch_max_entries", 2000, 1, 100_000, "a block is cut once it holds this many entries"),
-    Param("batch_max_bytes", _MiB, 1024, 3 * _MiB,
+    Param("batch_max_bytes", 128 * 1024, 1024, 3 * _MiB,
           "a block is cut once its entries reach this many encoded bytes (below the 4 MiB decode bound)"),
     Param("batch_delay_ms", 10, 0, 10_000, "longest wait for more entries before a non-full block is cut"),
-    Param("checkpoint_interval", 64, 1, 100_000, "a checkpoint is taken every this many blocks"),
-    Param("watermark_window", 128, 2, 1_000_000,
-          "blocks that may be in flight above the stable checkpoint; >= 2 * checkpoint_interval"),
+    Param("checkpoint_interval", 16, 1, 100_000, "a checkpoint is taken every this many blocks"),
+    Param("watermark_window", 32, 2, 1_000_000,
+          "blocks that may be in flight above the stable checkpoint; a multiple of checkpoint_interval, "
+          ">= 2 * checkpoint_interval, and watermark_window * batch_max_bytes <= 16 MiB"),
     Param("view_change_timeout_ms", 2000, 100, 600_000,
           "a replica suspects the primary when a known request is not ordered within this time"),
     Param("max_clock_skew_ms", 30_000, 0, 3_600_000,
@@ -204,10 +206,10 @@ class ConsensusParams:
     """Consensus parameters (see :data:`CONSENSUS_PARAMS` for meaning and ranges)."""
 
     batch_max_entries: int = 2000
-    batch_max_bytes: int = _MiB
+    batch_max_bytes: int = 128 * 1024
     batch_delay_ms: int = 10
-    checkpoint_interval: int = 64
-    watermark_window: int = 128
+    checkpoint_interval: int = 16
+    watermark_window: int = 32
     view_change_timeout_ms: int = 2000
     max_clock_skew_ms: int = 30_000
 
@@ -465,6 +467,15 @@ def _consensus(value: Any, where: str) -> ConsensusParams:
     if params.watermark_window < 2 * params.checkpoint_interval:
         raise _err(_join(where, "watermark_window"), "%d is less than 2 * checkpoint_interval (%d)"
                    % (params.watermark_window, 2 * params.checkpoint_interval))
+    if params.watermark_window % params.checkpoint_interval:
+        raise _err(_join(where, "watermark_window"), "%d is not a multiple of checkpoint_interval (%d)"
+                   % (params.watermark_window, params.checkpoint_interval))
+    # A VIEW-CHANGE carries every prepared block above the stable checkpoint: at most
+    # watermark_window blocks of batch_max_bytes.  It must stay a sendable message.
+    if params.watermark_window * params.batch_max_bytes > VIEW_CHANGE_BUDGET:
+        raise _err(_join(where, "batch_max_bytes"), "watermark_window (%d) * batch_max_bytes (%d) exceeds %d bytes: "
+                   "a view-change message, which carries every prepared block of the window, would be too large"
+                   % (params.watermark_window, params.batch_max_bytes, VIEW_CHANGE_BUDGET))
     return params
 
 

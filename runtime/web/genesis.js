@@ -17,8 +17,8 @@ export class GenesisError extends Error {
 
 // Defaults filled in before hashing (ledger.genesis.CONSENSUS_PARAMS / LIMIT_PARAMS).
 export const CONSENSUS_DEFAULTS = {
-  batch_max_entries: 2000, batch_max_bytes: 1048576, batch_delay_ms: 10, checkpoint_interval: 64,
-  watermark_window: 128, view_change_timeout_ms: 2000, max_clock_skew_ms: 30000,
+  batch_max_entries: 2000, batch_max_bytes: 131072, batch_delay_ms: 10, checkpoint_interval: 16,
+  watermark_window: 32, view_change_timeout_ms: 2000, max_clock_skew_ms: 30000,
 };
 export const LIMIT_DEFAULTS = {
   max_items_per_deposit: 1000, max_meta_keys: 16, client_time_window_ms: 86400000, max_case_len: 128,

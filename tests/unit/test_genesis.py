@@ -180,7 +180,23 @@ def test_fingerprint_wire_layout_is_as_documented():
 def test_defaults_match_documented_tables():
     assert ConsensusParams().to_doc() == {p.name: p.default for p in CONSENSUS_PARAMS}
     assert EntryLimits().to_doc() == {p.name: p.default for p in LIMIT_PARAMS}
-    assert ConsensusParams().batch_max_bytes == 1024 * 1024
+    assert ConsensusParams().batch_max_bytes == 128 * 1024
+    defaults = ConsensusParams()
+    assert defaults.watermark_window % defaults.checkpoint_interval == 0
+    assert defaults.watermark_window * defaults.batch_max_bytes <= 16 * 1024 * 1024
+
+
+@pytest.mark.parametrize("consensus, field, message", [
+    ({"checkpoint_interval": 16, "watermark_window": 40}, "consensus.watermark_window", "not a multiple"),
+    ({"batch_max_bytes": 1024 * 1024, "checkpoint_interval": 64, "watermark_window": 128},
+     "consensus.batch_max_bytes", "view-change message"),
+])
+def test_consensus_cross_rules_keep_view_changes_sendable(consensus, field, message):
+    doc = json.loads(Path(EXAMPLE).read_text())
+    doc["consensus"].update(consensus)
+    with pytest.raises(GenesisError, match=message) as info:
+        parse_genesis(doc)
+    assert info.value.field == field
     assert ConsensusParams().max_clock_skew_ms == 30_000
     assert EntryLimits().max_items_per_deposit == 1000
     ids = [c.id for c in DEFAULT_CATEGORIES]
