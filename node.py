@@ -55,7 +55,7 @@ from ledger.block import Block
 from ledger.chain import LedgerApp, Tip
 from ledger.codec import Fields, Limits, decode
 from ledger.errors import DecodeError, InputError
-from ledger.genesis import format_time
+from ledger.genesis import format_time, view_change_bytes
 from ledger.leveldb_store import LevelDBStore
 from ledger.model import AccessRecord, Deposit, Entry, EntryRecord
 from ledger.receipt import build_receipt
@@ -105,16 +105,22 @@ class _ConsensusApp:
 def consensus_params(genesis) -> Params:
     """The replica's parameters from the genesis.
 
-    A VIEW-CHANGE carries every prepared block of the watermark window, so the
-    largest consensus message is about ``watermark_window * batch_max_bytes``
-    (bounded by the genesis rules to 16 MiB) plus signatures and framing.
+    A VIEW-CHANGE carries every prepared block of the watermark window and a
+    NEW-VIEW a quorum of them, so the largest consensus message is about
+    ``ledger.genesis.view_change_bytes`` (at most 56 MiB by the genesis rules) plus
+    signatures and framing.
     """
     c = genesis.consensus
     return Params(batch_max_entries=c.batch_max_entries, batch_max_bytes=c.batch_max_bytes,
                   batch_delay_ms=c.batch_delay_ms, checkpoint_interval=c.checkpoint_interval,
                   watermark_window=c.watermark_window, view_change_timeout_ms=c.view_change_timeout_ms,
                   max_clock_skew_ms=c.max_clock_skew_ms, max_in_flight=min(8, c.watermark_window),
-                  max_message_bytes=c.watermark_window * c.batch_max_bytes + 4 * 1024 * 1024)
+                  max_message_bytes=message_limit(genesis))
+
+
+def message_limit(genesis) -> int:
+    """The largest consensus message this consortium's parameters allow (and a frame must carry)."""
+    return view_change_bytes(genesis.validator_set().n, genesis.consensus) + 4 * 1024 * 1024
 
 
 class Node:
@@ -201,7 +207,8 @@ class Node:
         listen = (self.config.peer.listen.host, self.config.peer.listen.port)
         # Generous idle timeout: a node busy with a large block must not lose its links.
         return PeerTransport(self.name, self.setup.key, self.chain_id, members, listen, peers, self._on_frame,
-                             heartbeat_interval=2.0, idle_timeout=20.0, max_frame=32 * 1024 * 1024,
+                             heartbeat_interval=2.0, idle_timeout=20.0,
+                             max_frame=max(32 * 1024 * 1024, message_limit(self.genesis) + 1024 * 1024),
                              queue_bytes=64 * 1024 * 1024)
 
     # ------------------------------------------------------------------ the replica

@@ -79,7 +79,7 @@ import stat
 from dataclasses import dataclass, field, fields
 from typing import Any, Iterable, Mapping
 
-from .block import MAX_VALIDATORS, ValidatorSet
+from .block import MAX_VALIDATORS, ValidatorSet, quorum
 from .codec import encode
 from .crypto import PublicKey
 from .errors import GenesisError
@@ -128,7 +128,7 @@ FORMAT = "evledger-genesis/1"
 WIRE_TAG = "evledger-genesis"
 WIRE_VERSION = 1
 MAX_GENESIS_BYTES = 1024 * 1024
-VIEW_CHANGE_BUDGET = 16 * 1024 * 1024  # bytes of blocks one view-change message may carry
+VIEW_CHANGE_BUDGET = 56 * 1024 * 1024  # bytes of blocks one new-view message may carry (consensus limit: 64 MiB)
 MAX_MEMBERS = 1024
 MAX_CATEGORIES = 256
 NODE_ROLES = frozenset({"validator", "observer"})
@@ -156,7 +156,7 @@ CONSENSUS_PARAMS: tuple[Param, ...] = (
     Param("checkpoint_interval", 16, 1, 100_000, "a checkpoint is taken every this many blocks"),
     Param("watermark_window", 32, 2, 1_000_000,
           "blocks that may be in flight above the stable checkpoint; a multiple of checkpoint_interval, "
-          ">= 2 * checkpoint_interval, and watermark_window * batch_max_bytes <= 16 MiB"),
+          ">= 2 * checkpoint_interval, and (quorum + 1) * watermark_window * batch_max_bytes <= 56 MiB"),
     Param("view_change_timeout_ms", 2000, 100, 600_000,
           "a replica suspects the primary when a known request is not ordered within this time"),
     Param("max_clock_skew_ms", 30_000, 0, 3_600_000,
@@ -470,13 +470,27 @@ def _consensus(value: Any, where: str) -> ConsensusParams:
     if params.watermark_window % params.checkpoint_interval:
         raise _err(_join(where, "watermark_window"), "%d is not a multiple of checkpoint_interval (%d)"
                    % (params.watermark_window, params.checkpoint_interval))
-    # A VIEW-CHANGE carries every prepared block above the stable checkpoint: at most
-    # watermark_window blocks of batch_max_bytes.  It must stay a sendable message.
-    if params.watermark_window * params.batch_max_bytes > VIEW_CHANGE_BUDGET:
-        raise _err(_join(where, "batch_max_bytes"), "watermark_window (%d) * batch_max_bytes (%d) exceeds %d bytes: "
-                   "a view-change message, which carries every prepared block of the window, would be too large"
-                   % (params.watermark_window, params.batch_max_bytes, VIEW_CHANGE_BUDGET))
     return params
+
+
+def view_change_bytes(validators: int, params: ConsensusParams) -> int:
+    """Bytes of blocks the largest view-change message may carry.
+
+    A VIEW-CHANGE carries every prepared block above the stable checkpoint (at most
+    ``watermark_window`` blocks of ``batch_max_bytes``); a NEW-VIEW carries a quorum
+    of VIEW-CHANGEs plus the blocks it re-proposes.
+    """
+    return (quorum(validators) + 1) * params.watermark_window * params.batch_max_bytes
+
+
+def _check_view_change_size(members: tuple, params: ConsensusParams) -> None:
+    validators = sum(1 for m in members if "validator" in m.roles)
+    size = view_change_bytes(validators, params)
+    if size > VIEW_CHANGE_BUDGET:
+        raise _err("consensus.batch_max_bytes", "(quorum + 1) * watermark_window * batch_max_bytes = %d bytes "
+                   "exceeds %d: a new-view message, which carries a quorum of view changes with every prepared "
+                   "block of the window, would be too large to send; lower batch_max_bytes or watermark_window"
+                   % (size, VIEW_CHANGE_BUDGET))
 
 
 def _limits(value: Any, where: str, consensus: ConsensusParams) -> EntryLimits:
@@ -537,6 +551,7 @@ def _parse_genesis(doc: Any) -> Genesis:
     consensus = _consensus(doc["consensus"], "consensus")
     categories = _categories(doc["categories"], "categories")
     limits = _limits(doc["limits"], "limits", consensus)
+    _check_view_change_size(members, consensus)
     return Genesis(chain_id, display_name, created_at, members, consensus, categories, limits)
 
 

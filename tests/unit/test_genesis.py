@@ -183,13 +183,13 @@ def test_defaults_match_documented_tables():
     assert ConsensusParams().batch_max_bytes == 128 * 1024
     defaults = ConsensusParams()
     assert defaults.watermark_window % defaults.checkpoint_interval == 0
-    assert defaults.watermark_window * defaults.batch_max_bytes <= 16 * 1024 * 1024
+    assert 4 * defaults.watermark_window * defaults.batch_max_bytes <= 56 * 1024 * 1024  # n = 4: quorum 3
 
 
 @pytest.mark.parametrize("consensus, field, message", [
     ({"checkpoint_interval": 16, "watermark_window": 40}, "consensus.watermark_window", "not a multiple"),
     ({"batch_max_bytes": 1024 * 1024, "checkpoint_interval": 64, "watermark_window": 128},
-     "consensus.batch_max_bytes", "view-change message"),
+     "consensus.batch_max_bytes", "new-view message"),
 ])
 def test_consensus_cross_rules_keep_view_changes_sendable(consensus, field, message):
     doc = json.loads(Path(EXAMPLE).read_text())
