@@ -253,7 +253,8 @@ def machine() -> dict:
         plyvel_version = "?"
     return {"cpu": cpu, "cores": os.cpu_count(), "memory": memory, "python": platform.python_version(),
             "system": platform.platform(), "plyvel": plyvel_version,
-            "date": time.strftime("%Y-%m-%d", time.gmtime())}
+            "date": time.strftime("%Y-%m-%d", time.gmtime()),
+            "load": "%.1f" % os.getloadavg()[0]}
 
 
 def render(results: dict, info: dict, command: str) -> str:
@@ -278,9 +279,10 @@ def render(results: dict, info: dict, command: str) -> str:
     ]
     lines = [MARK_START, "## Ledger core (`evledger bench ledger`)", "",
              "Command: `%s`  " % command,
-             "Machine: %s, %s cores, %s RAM, Python %s, plyvel %s, %s; measured %s." % (
+             "Machine: %s, %s cores, %s RAM, Python %s, plyvel %s, %s; measured %s "
+             "(1-minute load average %s when the run ended: other work on the machine slows every figure)." % (
                  info["cpu"], info["cores"], info["memory"], info["python"], info["plyvel"], info["system"],
-                 info["date"]), "",
+                 info["date"], info.get("load", "?")), "",
              "| what | result |", "|---|---|"]
     lines += ["| %s | %s |" % row for row in rows]
     lines += ["", "Entries are signed deposits (real Ed25519, canonical msgpack); every block is one synced "
