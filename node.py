@@ -485,7 +485,9 @@ class Node:
         view = self.deposit_view(code_key)
         if view["state"] != "committed":
             raise ApiFailure(404, "not_found", "this deposit is not committed yet")
-        return {"match": view["digest"] == digest.hex(), "code": view["code"], "height": view["height"],
+        matches = view["digest"] == digest.hex()
+        return {"match": matches, "verdict": "match" if matches else "mismatch", "code": view["code"],
+                "height": view["height"],
                 "deposited_at": view["deposited_at"], "depositor": view["depositor"], "category": view["category"]}
 
     def block_view(self, height: int) -> dict:

@@ -146,6 +146,9 @@ def test_a_valid_deposit_still_commits_after_the_abuse(node):
         result = client.deposit(build_deposits([digest], identity.name, identity.key, node["chain_id"]))
         heights = client.wait_committed([result[0]["code"]], timeout=30)
         assert heights[result[0]["code"]] >= 1
+        assert client.verify(result[0]["code"], digest)["verdict"] == "match"
+        other = client.verify(result[0]["code"], hashlib.sha256(b"something else").digest())
+        assert other["verdict"] == "mismatch" and other["match"] is False
         again = client.deposit(build_deposits([digest], identity.name, identity.key, node["chain_id"]))
         assert again[0]["code"] != result[0]["code"] or again[0]["state"] == "committed"
 
