@@ -285,6 +285,9 @@ class EvledgerClient:
         except ApiError as err:
             if err.status == 404:
                 return None
+            if err.status == 429:  # the public rate limit: wait as told, then count the code as pending
+                time.sleep(min(err.retry_after or 1.0, 5.0))
+                return None
             raise
         height = view.get("height") if isinstance(view, dict) else None
         return height if type(height) is int else None

@@ -42,6 +42,7 @@ class FakeNode:
         self.deposits: dict[str, dict] = {}
         self.polls: dict[str, int] = {}
         self.busy = 0  # answer this many deposit requests with 503 first
+        self.limited = 0  # answer this many deposit lookups with 429 first
         self.peers: list = []
         self.seen: list[tuple[str, dict]] = []
         self.closed = threading.Event()
@@ -106,6 +107,11 @@ class FakeNode:
             code = str(parse_code(request.match_info["code"]))
         except CodeError as err:
             return self.error(400, "malformed_code", str(err))
+        if self.limited:
+            self.limited -= 1
+            response = self.error(429, "rate_limited", "too many requests from this address")
+            response.headers["Retry-After"] = "1"
+            return response
         if code not in self.deposits:
             return self.error(404, "not_found", "no such deposit")
         view = self.deposits[code]
@@ -324,6 +330,15 @@ def test_a_keep_alive_connection_closed_by_the_server_is_retried_once(node):
         assert node.closed.wait(5)
         assert client.status()["chain_id"] == CHAIN
         assert client._local.conn is not first  # the dead connection was replaced, invisibly to the caller
+
+
+def test_wait_committed_waits_out_the_public_rate_limit(node):
+    records = build_deposits([b"\x0b" * 32], "shop-a", SHOP, CHAIN)
+    with shop(node) as client:
+        (result,) = client.deposit(records)
+        node.limited = 2
+        assert client.wait_committed([result["code"]], timeout=20) == {result["code"]: 7}
+    assert node.limited == 0
 
 
 def test_wait_committed_times_out_with_what_is_pending(node):
