@@ -383,21 +383,7 @@ def verify_consistency(size1: int, size2: int, proof: Sequence[bytes], root1: by
 
 # ------------------------------------------------------------------ stored-tree API
 
-_NODE_API = frozenset(
-    {
-        "NodeId",
-        "MemoryNodes",
-        "new_nodes_for_append",
-        "plan_root",
-        "plan_inclusion",
-        "plan_consistency",
-        "plan_node_ids",
-        "hashes_from_plan",
-        "root_from_nodes",
-        "inclusion_proof_from_nodes",
-        "consistency_proof_from_nodes",
-    }
-)
+_NODE_API = frozenset(__all__[__all__.index("NodeId"):])  # the stored-tree names, from ledger.merkle_nodes
 
 
 def __getattr__(name: str) -> object:
