@@ -28,7 +28,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from .codec import Fields, decode, encode, encode_wire, Limits, DEFAULT_LIMITS
+from .codec import Fields, array_header, decode, encode, encode_wire, Limits, DEFAULT_LIMITS
 from .crypto import PublicKey, SecretKey
 from .errors import DecodeError, SignatureError
 from .model import EntryRecord, _Typed
@@ -211,6 +211,9 @@ def sign_commit(key: SecretKey, header: BlockHeader) -> bytes:
     return key.sign("block/commit", header.chain_id, header.hash())
 
 
+_BLOCK_PREFIX = array_header(4) + encode("block") + encode(1)
+
+
 @dataclass(frozen=True, slots=True)
 class Block:
     """A header and its entry records, in order (certificate kept beside it)."""
@@ -222,7 +225,9 @@ class Block:
         return ["block", 1, self.header.wire(), [r.wire() for r in self.records]]
 
     def encode(self) -> bytes:
-        return encode_wire(self.wire())
+        """``encode(self.wire())``, spliced from each record's (remembered) canonical bytes."""
+        return b"".join([_BLOCK_PREFIX, encode_wire(self.header.wire()), array_header(len(self.records)),
+                         *(r.encode() for r in self.records)])
 
     @classmethod
     def from_wire(cls, items: Any, where: str = "block") -> "Block":
@@ -239,7 +244,7 @@ class Block:
 
     @classmethod
     def decode(cls, data: bytes, limits: Limits = DEFAULT_LIMITS) -> "Block":
-        return cls.from_wire(decode(data, limits))
+        return cls.from_wire(decode(data, limits, typed=True))
 
     def leaf_hashes(self) -> list[bytes]:
         return [r.entry.leaf_hash() for r in self.records]

@@ -108,6 +108,16 @@ class _View:
     def has_code(self, key: bytes) -> bool:
         return self.store.has_code(key) or any(key in keys for keys in self.extra)
 
+    def codes_present(self, keys: Sequence[bytes]) -> list[bytes]:
+        bulk = getattr(self.store, "codes_present", None)
+        found = bulk(keys) if bulk is not None else [k for k in keys if self.store.has_code(k)]
+        if self.extra:
+            wanted, held = set(keys), set(found)
+            for extra in self.extra:
+                held |= wanted & extra
+            return list(held)
+        return found
+
 
 class LedgerApp:
     """The deterministic application consensus orders blocks for.

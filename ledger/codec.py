@@ -140,7 +140,7 @@ def _check_tree(value: Any) -> None:
     re-encoded bytes come out shorter than the input and the comparison fails.
     """
     stack = [(value, 0)]
-    pop, push = stack.pop, stack.append
+    pop = stack.pop
     while stack:
         item, depth = pop()
         kind = type(item)
@@ -148,6 +148,8 @@ def _check_tree(value: Any) -> None:
             if depth >= MAX_DEPTH:
                 raise DecodeError("nested deeper than %d levels" % MAX_DEPTH)
             if kind is dict:
+                if any(type(k) is not str for k in item):
+                    raise DecodeError("map keys must be strings")
                 keys = [k.encode("utf-8") for k in item]
                 if keys != sorted(keys):
                     raise DecodeError("map keys are not in canonical (sorted) order", reason="non_canonical")
@@ -163,8 +165,20 @@ def _check_tree(value: Any) -> None:
             raise DecodeError("floating-point values are not allowed")
 
 
-def decode(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Any:
-    """Parse canonical bytes; raise :class:`DecodeError` naming what is wrong."""
+def decode(data: bytes, limits: Limits = DEFAULT_LIMITS, *, typed: bool = False) -> Any:
+    """Parse canonical bytes; raise :class:`DecodeError` naming what is wrong.
+
+    The value is re-encoded twice, with floats packed as 64-bit and as 32-bit, and
+    both must equal the input: a float of either width, an over-long form or a
+    duplicate map key is refused at C speed.  A failing document is walked once to
+    name the problem.
+
+    ``typed=True`` is for callers that read every value of the result with typed
+    readers (``Fields``, ``ledger.wire``): those refuse any nesting their schema
+    does not have and check the key order of the only maps on the wire (metadata,
+    ``ledger.wire.from_wire``), so the Python walk over the tree (``MAX_DEPTH``,
+    sorted keys) is skipped.  Untyped documents keep it.
+    """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError("decode() needs bytes, got %s" % type(data).__name__)
     data = bytes(data)
@@ -199,13 +213,20 @@ def decode(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Any:
         raise DecodeError("not valid msgpack: %s" % _msg(exc)) from None
     except Exception as exc:  # msgpack raises assorted types for garbage (StackError, TypeError)
         raise DecodeError("not valid msgpack: %s" % _msg(exc)) from None
-    _check_tree(value)
-    # Maps are already known to be sorted, so a plain re-pack is the canonical form.
-    if msgpack.packb(value, use_bin_type=True) != data:
+    try:
+        canonical = (msgpack.packb(value, use_bin_type=True) == data
+                     and msgpack.packb(value, use_bin_type=True, use_single_float=True) == data)
+    except (ValueError, TypeError, OverflowError) as exc:  # over-deep nesting; a float too wide for 32 bits
+        _check_tree(value)
+        raise DecodeError("not valid msgpack: %s" % _msg(exc)) from None
+    if not canonical:
+        _check_tree(value)  # names floats and over-deep nesting
         raise DecodeError(
             "non-canonical encoding (shortest forms and sorted unique map keys are required)",
             reason="non_canonical",
         )
+    if not typed:
+        _check_tree(value)
     return value
 
 

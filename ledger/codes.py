@@ -64,6 +64,7 @@ UTF-16 units).
 
 from __future__ import annotations
 
+import base64
 import hashlib
 from dataclasses import dataclass
 
@@ -141,6 +142,9 @@ def _check_value(value: int) -> int:
 
 
 _PAIRS = tuple(a + b for a in ALPHABET for b in ALPHABET)  # 10-bit value -> two symbols
+# base64.b32encode (RFC 4648 alphabet, C speed) -> our alphabet, symbol for symbol.
+_FROM_RFC4648 = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", ALPHABET.encode("ascii"))
+_PAD_BITS = 160 - 5 * CODE_SYMBOLS  # 35
 
 
 def _encode_symbols(number: int, count: int) -> str:
@@ -238,8 +242,9 @@ def derive_codes(chain_id: str, signature: bytes, count: int) -> tuple[list[Depo
         raise ValueError("count must be an int in [0, 2**32]")
     base = hashlib.sha256(DERIVATION_DOMAIN + chain_id.encode("utf-8") + b"\x00" + bytes(signature))
     shift = 120 - DATA_BITS
+    check_factor = 32**CHECK_SYMBOLS
     new, setattr_ = object.__new__, object.__setattr__
-    codes, keys = [], []
+    codes, blocks = [], []
     for index in range(count):
         h = base.copy()
         h.update(index.to_bytes(4, "big"))
@@ -247,8 +252,12 @@ def derive_codes(chain_id: str, signature: bytes, count: int) -> tuple[list[Depo
         code = new(DepositCode)
         setattr_(code, "value", value)
         codes.append(code)
-        keys.append((_encode_symbols(value, DATA_SYMBOLS)
-                     + _encode_symbols(_check_value(value), CHECK_SYMBOLS)).encode("ascii"))
+        # The 125-bit symbol number, left-aligned in 20 bytes: its base32 form is
+        # exactly 32 symbols, of which the first 25 are the code.
+        full = value * check_factor + (-value * check_factor) % CHECK_MODULUS
+        blocks.append((full << _PAD_BITS).to_bytes(20, "big"))
+    text = base64.b32encode(b"".join(blocks)).translate(_FROM_RFC4648)
+    keys = [text[i:i + CODE_SYMBOLS] for i in range(0, 32 * count, 32)]
     return codes, keys
 
 

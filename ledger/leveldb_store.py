@@ -46,8 +46,9 @@ from __future__ import annotations
 
 import hashlib
 import os
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
+import msgpack
 import plyvel
 
 from . import merkle
@@ -145,7 +146,7 @@ def parse(key: bytes, payload: bytes, reader: Callable[[bytes], Any]) -> Any:
 
 
 def _header_cert(payload: bytes) -> tuple[BlockHeader, CommitCertificate]:
-    fields = Fields("stored_block", decode(payload, STORE_LIMITS), 2)
+    fields = Fields("stored_block", decode(payload, STORE_LIMITS, typed=True), 2)
     header_items, _ = fields.raw("header")
     cert_items, _ = fields.raw("certificate")
     return from_wire(BlockHeader, header_items), CommitCertificate.from_wire(cert_items)
@@ -331,8 +332,13 @@ class LevelDBStore(Store):
             put(record_key(height, i), record.encode())
         for (level, index), value in plan.nodes.items():
             put(node_key(level, index), value)
-        for code, loc in plan.index.codes:  # locations are checked ints: their canonical bytes need no walk
-            put(code_key(code), encode_wire(list(loc)))
+        # The hot loop (one put per deposit item), with put/seal/checksum inlined.  Locations
+        # are checked ints, so msgpack's own packing of the tuple is their canonical form.
+        batch_put, sha256, packb = batch.put, hashlib.sha256, msgpack.packb
+        for code, loc in plan.index.codes:
+            key = b"c" + code
+            payload = packb(loc)
+            batch_put(key, sha256(len(key).to_bytes(2, "big") + key + payload).digest()[:CHECKSUM_SIZE] + payload)
         for key, ref in plan.index.entry_keys:
             put(entry_key_key(key), encode_wire(list(ref)))
         for case, code in plan.index.cases:
@@ -393,6 +399,16 @@ class LevelDBStore(Store):
         key = code_key(code)
         payload = self._get(key)
         return None if payload is None else Location(*parse(key, payload, _ints(3)))
+
+    def _present_codes(self, codes: Sequence[bytes]) -> list[bytes]:
+        get = self._db.get
+        try:
+            found = [code for code in codes if get(b"c" + code, verify_checksums=True) is not None]
+        except RuntimeError:
+            raise StoreError("store is closed", reason="store_closed") from None
+        except plyvel.CorruptionError as exc:
+            raise CorruptionError("LevelDB reports corruption reading code keys: %s" % exc) from None
+        return [code for code in found if self._read_location(code) is not None]  # checksums of the hits
 
     def _read_entry_ref(self, key: bytes) -> EntryRef | None:
         full = entry_key_key(key)

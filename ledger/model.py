@@ -31,8 +31,10 @@ what blocks carry and stores keep.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Union
+
+import msgpack
 
 from . import merkle
 from .codes import DepositCode, derive_code
@@ -341,6 +343,44 @@ def _items_from_wire(item_list: list) -> tuple[tuple[DepositItem, ...], bytes]:
     return tuple(items), merkle.root(leaves)
 
 
+class _Memo:
+    """A bounded memo (oldest forgotten first) whose ``weight`` bounds the memory it holds."""
+
+    __slots__ = ("data", "weight", "limit")
+
+    def __init__(self, limit: int):
+        self.data: dict = {}
+        self.weight = 0
+        self.limit = limit
+
+    def get(self, key):
+        hit = self.data.get(key)
+        return None if hit is None else hit[0]
+
+    def put(self, key, value, weight: int = 1) -> None:
+        data = self.data
+        old = data.pop(key, None)
+        if old is not None:
+            self.weight -= old[1]
+        while data and self.weight + weight > self.limit:
+            self.weight -= data.pop(next(iter(data)))[1]
+        data[key] = (value, weight)
+        self.weight += weight
+
+
+# signature -> (encoded record, EntryRecord), weighted by items: ~20 MiB at most.
+_RECORDS = _Memo(64_000)
+
+
+def _signature_of(items: Any) -> bytes | None:
+    """The entry signature of a record's wire array, or None if it is not shaped like one."""
+    if type(items) is list and len(items) == 5:
+        entry = items[2]
+        if type(entry) is list and len(entry) == 4 and type(entry[3]) is bytes:
+            return entry[3]
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class EntryRecord:
     """An entry with what travels beside it: a deposit's items and the private parts.
@@ -355,8 +395,11 @@ class EntryRecord:
     entry: Entry
     items: tuple[DepositItem, ...] = ()
     private: tuple[PrivateMeta | None, ...] = ()
+    # The canonical encoding, kept once known (decoded from it, or encoded once).
+    _encoded: bytes | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "_encoded", None)
         object.__setattr__(self, "items", tuple(self.items))
         object.__setattr__(self, "private", tuple(self.private))
         self.check()
@@ -394,10 +437,34 @@ class EntryRecord:
         ]
 
     def encode(self) -> bytes:
-        return encode_wire(self.wire())
+        data = self._encoded
+        if data is None:
+            data = encode_wire(self.wire())
+            object.__setattr__(self, "_encoded", data)
+        return data
 
     @classmethod
     def from_wire(cls, items: Any, where: str = "entry_record") -> "EntryRecord":
+        """The record of a decoded wire array, remembered by its encoding.
+
+        A node meets every record several times (a peer's forward or its own
+        admission, the pre-prepare, state transfer); a wire array whose encoding
+        equals one already read returns that record, without re-reading its items.
+        """
+        signature = _signature_of(items)
+        if signature is None:
+            return cls._read(items, where)
+        data = msgpack.packb(items, use_bin_type=True)
+        hit = _RECORDS.get(signature)
+        if hit is not None and hit[0] == data:
+            return hit[1]
+        record = cls._read(items, where)
+        object.__setattr__(record, "_encoded", data)
+        _RECORDS.put(signature, (data, record), max(1, len(record.items)))
+        return record
+
+    @classmethod
+    def _read(cls, items: Any, where: str) -> "EntryRecord":
         reader = Fields(where, items, 5)
         reader.header("entry-record", 1)
         entry_items, entry_where = reader.raw("entry")
@@ -405,6 +472,7 @@ class EntryRecord:
         item_list = reader.list("items", MAX_BATCH_ITEMS)
         private_list = reader.list("private", MAX_BATCH_ITEMS)
         record = object.__new__(cls)
+        object.__setattr__(record, "_encoded", None)
         object.__setattr__(record, "entry", entry)
         items, root = _items_from_wire(item_list) if item_list else ((), None)
         object.__setattr__(record, "items", items)
@@ -416,7 +484,7 @@ class EntryRecord:
 
     @classmethod
     def decode(cls, data: bytes, limits: Limits = DEFAULT_LIMITS) -> "EntryRecord":
-        return cls.from_wire(decode(data, limits))
+        return cls.from_wire(decode(data, limits, typed=True))
 
 
 def make_deposit(

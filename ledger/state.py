@@ -66,6 +66,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from operator import attrgetter
 from types import MappingProxyType
 from typing import AbstractSet as Set, Iterable, Mapping, NamedTuple, Protocol, Sequence
 
@@ -109,6 +110,10 @@ class ChainView(Protocol):
     def has_code(self, key: bytes) -> bool:
         """True iff ``key`` (a deposit code key or an entry key) was recorded by an earlier block."""
         ...
+
+    # Optional: ``codes_present(keys) -> list`` of the deposit code keys among
+    # ``keys`` for which ``has_code`` is true, asked once per deposit instead of
+    # once per item (``ledger.store.Store`` and ``ledger.chain`` provide it).
 
 
 class MemoryView:
@@ -330,8 +335,29 @@ def _check_entry_limits(rules: Rules, record: EntryRecord, block_time: int) -> N
                       % (body.occurred_at, block_time))
 
 
+def _items_pass(rules: Rules, record: EntryRecord) -> bool:
+    """Whether every item passes step 5, by whole-batch checks (C loops); the item
+    loop below runs only to name the first failure."""
+    items = record.items
+    if not set(map(_CATEGORY, items)) <= rules.categories:
+        return False
+    limits = rules.limits
+    if max(map(len, map(_PUBLIC_META, items))) > limits.max_meta_keys:
+        return False
+    cases = [c for c in map(_CASE, items) if c is not None]
+    if cases and max(map(len, cases)) > limits.max_case_len:
+        return False
+    private = [p for p in record.private if p is not None]
+    return not private or max(len(p.fields) for p in private) <= limits.max_meta_keys
+
+
+_CATEGORY, _PUBLIC_META, _CASE = attrgetter("category"), attrgetter("public_meta"), attrgetter("case")
+
+
 def _check_items(rules: Rules, record: EntryRecord) -> None:
     """Step 5: each deposit item's limits, then its category."""
+    if record.items and _items_pass(rules, record):
+        return
     max_meta = rules.limits.max_meta_keys
     max_case = rules.limits.max_case_len
     categories = rules.categories
@@ -375,7 +401,12 @@ def _deposit_keys(rules: Rules, view: ChainView, record: EntryRecord, pending: S
     """Step 7 for a deposit: its codes, none already on chain or earlier in the block."""
     codes, keys = _codes_and_keys(rules.chain_id, record)
     codes = list(codes)
-    dup = [code for code, key in zip(codes, keys) if key in pending or view.has_code(key)]
+    present = getattr(view, "codes_present", None)
+    if present is not None:  # one bulk lookup (ChainView.codes_present, optional)
+        stored = set(present(keys))
+        dup = [code for code, key in zip(codes, keys) if key in pending or key in stored]
+    else:
+        dup = [code for code, key in zip(codes, keys) if key in pending or view.has_code(key)]
     if dup:
         raise _reject("already_deposited", "deposit", "already deposited: %s%s"
                       % (", ".join(str(c) for c in dup[:5]), " ..." if len(dup) > 5 else ""), dup)

@@ -144,12 +144,22 @@ def from_wire(cls: Any, items: Any) -> Any:
     obj = object.__new__(cls)
     for name, kind in cls.SPEC:
         value, where = reader.raw(name)
+        if kind == "meta" and type(value) is dict and len(value) > 1:
+            _check_key_order(value, where)
         object.__setattr__(obj, name, KINDS[kind](value, where))
     return obj
 
 
+def _check_key_order(value: dict, where: str) -> None:
+    """A map read from the wire must already be in canonical key order (``ledger.codec``
+    leaves this check to the typed readers: metadata maps are the only maps on the wire)."""
+    keys = [k.encode("utf-8") if isinstance(k, str) else b"" for k in value]
+    if keys != sorted(keys):
+        raise DecodeError("%s: map keys are not in canonical (sorted) order" % where, reason="non_canonical")
+
+
 def decode_typed(cls: Any, data: bytes, limits: Limits = DEFAULT_LIMITS) -> Any:
-    return from_wire(cls, decode(data, limits))
+    return from_wire(cls, decode(data, limits, typed=True))
 
 
 def check_spec(cls: Any) -> Any:
