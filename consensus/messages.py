@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from typing import Any, Union
 
 from ledger.block import MAX_VALIDATORS
-from ledger.codec import Fields, Limits, decode, encode
+from ledger.codec import Fields, Limits, array_header, decode, encode
 from ledger.errors import DecodeError
 
 ENVELOPE_TAG = "pbft"
@@ -72,7 +72,7 @@ def open_envelope(data: bytes, max_bytes: int) -> Envelope:
     """Parse the outer envelope of ``data`` (size checked first)."""
     if len(data) > max_bytes:
         raise DecodeError("message of %d bytes exceeds %d" % (len(data), max_bytes), reason="too_large")
-    items = decode(data, Limits(max_bytes=max_bytes, max_bin=max_bytes, max_array=16, max_map=0))
+    items = decode(data, Limits(max_bytes=max_bytes, max_bin=max_bytes, max_array=16, max_map=0), typed=True)
     reader = Fields("envelope", items, 6)
     reader.header(ENVELOPE_TAG, ENVELOPE_VERSION)
     kind = reader.str("kind", 16)
@@ -171,7 +171,7 @@ def _bytes_list(reader: Fields, name: str, max_len: int) -> tuple[bytes, ...]:
 
 def parse_body(env: Envelope) -> Message:
     """Typed message of ``env`` (nested parts left raw); ``DecodeError`` if malformed."""
-    items = decode(env.body, _LIMITS)
+    items = decode(env.body, _LIMITS, typed=True)
     kind = env.kind
     if kind == "pre_prepare":
         r = Fields(kind, items, 3)
@@ -210,6 +210,13 @@ def seal(message: Message, sender: str, auth: Any) -> bytes:
     kind = KIND_OF[type(message)]
     body = encode(message.body())
     return Envelope(kind, sender, body, auth.sign(CONTEXT[kind], body)).encode()
+
+
+def seal_pre_prepare(view: int, seq: int, block: Any, sender: str, auth: Any) -> bytes:
+    """``seal(PrePrepare(view, seq, block.wire()), sender, auth)``, with the block's
+    canonical bytes spliced in (``Block.encode``) instead of walking its items."""
+    body = array_header(3) + encode(view) + encode(seq) + block.encode()
+    return Envelope("pre_prepare", sender, body, auth.sign(CONTEXT["pre_prepare"], body)).encode()
 
 
 def open_signed(data: bytes, auth: Any, max_bytes: int, kind: str) -> tuple[Envelope, Message]:

@@ -41,7 +41,7 @@ from . import io
 from .requests import request_id
 from .errors import AppRejected, InvariantViolation
 from .log import Slot, count_prepares, matching_commits
-from .messages import Commit, PrePrepare, Prepare, seal
+from .messages import Commit, PrePrepare, Prepare, seal, seal_pre_prepare
 
 if TYPE_CHECKING:  # pragma: no cover
     from .replica import Replica
@@ -78,7 +78,7 @@ def maybe_propose(r: "Replica", now: int) -> None:
                 r.emit(io.RequestDropped(rid, "rejected"))
         if not block.records:
             continue
-        data = seal(PrePrepare(r.view, seq, block.wire()), r.name, r.auth)
+        data = seal_pre_prepare(r.view, seq, block, r.name, r.auth)
         r.persist(("pre_prepare/%d" % seq, data))
         r.votes[("pre_prepare", seq)] = (r.view, block.header.hash())
         r.emit(io.Broadcast(data))

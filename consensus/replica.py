@@ -136,8 +136,8 @@ class Replica:
     def _count(self, key: str) -> None:
         self.stats[key] = self.stats.get(key, 0) + 1
 
-    def start_view_change(self, view: int, now: int) -> None:
-        view_change.start_view_change(self, view, now)
+    def start_view_change(self, view: int, now: int, reason: str = "primary_fault") -> None:
+        view_change.start_view_change(self, view, now, reason)
 
     def request_transfer(self, target: int, peers: list[str]) -> None:
         state_transfer.request_transfer(self, target, peers)
@@ -318,9 +318,9 @@ class Replica:
             return
         if self.in_vc:
             if self.vc.deadline is not None and now >= self.vc.deadline:
-                self.start_view_change(self.view + 1, now)
+                self.start_view_change(self.view + 1, now, "view_change_timeout")
         elif self.work_since is not None and now >= self.work_since + view_change.timeout(self):
-            self.start_view_change(self.view + 1, now)
+            self.start_view_change(self.view + 1, now, "progress_timeout")
         if now >= self.last_retransmit + self.params.retransmit_ms:
             self.last_retransmit = now
             from .retransmit import retransmit

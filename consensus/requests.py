@@ -18,18 +18,21 @@ from typing import Iterable
 
 from ledger.model import EntryRecord
 
-_IDS: dict[EntryRecord, tuple[bytes, int]] = {}
+# Keyed by the entry, not the record: hashing a record hashes every one of its items,
+# and both values depend only on the entry (a record carries ``item_count`` items).
+_IDS: dict = {}
 
 
 def _id_and_size(record: EntryRecord) -> tuple[bytes, int]:
-    got = _IDS.get(record)
+    entry = record.entry
+    got = _IDS.get(entry)
     if got is None:
         if len(_IDS) > 200_000:
             _IDS.clear()
         from ledger.merkle import leaf_hash
 
-        data = record.entry.encode()
-        got = _IDS[record] = (leaf_hash(data), len(data) + 64 * len(record.items))
+        data = entry.encode()
+        got = _IDS[entry] = (leaf_hash(data), len(data) + 64 * len(record.items))
     return got
 
 

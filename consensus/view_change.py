@@ -44,7 +44,7 @@ from . import io, ordering
 from .requests import request_id
 from .errors import InvariantViolation, PeerFault
 from .log import reset_for_view
-from .messages import NewView, PrePrepare, ViewChange, open_signed, seal
+from .messages import NewView, ViewChange, open_signed, seal, seal_pre_prepare
 
 if TYPE_CHECKING:  # pragma: no cover
     from .replica import Replica
@@ -77,9 +77,11 @@ def timeout(r: "Replica") -> int:
     return min(p.view_change_timeout_ms << min(r.failed_views, 30), p.max_view_change_timeout_ms)
 
 
-def start_view_change(r: "Replica", new_view: int, now: int) -> None:
+def start_view_change(r: "Replica", new_view: int, now: int, reason: str = "primary_fault") -> None:
     if not r.validator or new_view <= r.view:
         return
+    waited = now - r.work_since if r.work_since is not None else 0
+    r.emit(io.ViewChangeStarted(new_view, reason, waited))
     r.view, r.in_vc = new_view, True
     r.failed_views += 1
     st = r.vc
@@ -110,7 +112,7 @@ def _progress(r: "Replica", now: int) -> None:
     """Apply the f+1 join rule, arm the timer at a quorum, let the new primary act."""
     higher = sorted((v for s, (v, _, _) in r.vc.votes.items() if s != r.name and v > r.view), reverse=True)
     if len(higher) >= r.f + 1:
-        start_view_change(r, higher[r.f], now)
+        start_view_change(r, higher[r.f], now, "joined")
         return
     if not r.in_vc:
         return
@@ -218,7 +220,7 @@ def try_new_view(r: "Replica", now: int) -> None:
         r.request_transfer(min_s, [i.sender for i in infos if i.stable_seq == min_s and i.sender != r.name])
         return
     _check_against_delivered(r, min_s, min_digest, kept)
-    pps = [(seq, seal(PrePrepare(view, seq, block.wire()), r.name, r.auth), block) for seq, _, block in kept]
+    pps = [(seq, seal_pre_prepare(view, seq, block, r.name, r.auth), block) for seq, _, block in kept]
     data = seal(NewView(view, tuple(d for _, d, _ in chosen), tuple(p for _, p, _ in pps)), r.name, r.auth)
     r.persist(("new_view", data))
     r.emit(io.Broadcast(data))
