@@ -55,7 +55,7 @@ def requests(records: Sequence[EntryRecord]) -> bytes:
 
 
 def parse_requests(body: bytes) -> list[EntryRecord]:
-    fields = Fields("requests", decode(body, LIMITS), 3)
+    fields = Fields("requests", decode(body, LIMITS, typed=True), 3)
     fields.header("requests", 1)
     return [EntryRecord.from_wire(r, "requests.records[%d]" % i)
             for i, r in enumerate(fields.list("records", MAX_REQUEST_RECORDS))]
@@ -66,7 +66,7 @@ def fetch(from_height: int, to_height: int) -> bytes:
 
 
 def parse_fetch(body: bytes) -> tuple[int, int]:
-    fields = Fields("fetch", decode(body, LIMITS), 4)
+    fields = Fields("fetch", decode(body, LIMITS, typed=True), 4)
     fields.header("fetch", 1)
     low = fields.int("from_height", 1)
     high = fields.int("to_height", low)
@@ -91,7 +91,7 @@ def blocks_raw(parts: Sequence[tuple[list, Sequence[bytes], list]]) -> bytes:
 
 
 def parse_blocks(body: bytes) -> list[tuple[Block, CommitCertificate]]:
-    fields = Fields("blocks", decode(body, LIMITS), 3)
+    fields = Fields("blocks", decode(body, LIMITS, typed=True), 3)
     fields.header("blocks", 1)
     out = []
     for i, pair in enumerate(fields.list("blocks", MAX_FETCH)):

@@ -19,7 +19,6 @@ from ledger.model import AccessRecord, Deposit, Entry, EntryRecord
 from ledger.receipt import build_receipt
 from ledger.state import entry_key
 
-from . import peerwire
 from .http_api import ApiFailure
 from .pool import PoolFull
 
@@ -83,7 +82,7 @@ class NodeService:
             if self.role == "validator":
                 for record in fresh:
                     self.step(io.ClientRequest(record))
-            self.transport.broadcast(peerwire.requests(fresh))
+            self.node.forward(fresh)
         deposits = []
         for o in outcomes:
             items = o.record.items
@@ -147,7 +146,7 @@ class NodeService:
             raise ApiFailure(500, "access_not_recorded", "the access could not be recorded: %s" % outcomes[0].error)
         if self.role == "validator":
             self.step(io.ClientRequest(record))
-        self.transport.broadcast(peerwire.requests([record]))
+        self.node.forward([record])
         return entry_key(record.entry).hex()
 
     def receipt(self, code_key: bytes) -> dict:
@@ -205,7 +204,7 @@ def _printed(code_key: bytes) -> str:
 def _decode_deposit_request(body: bytes, content_type: str) -> list[EntryRecord]:
     try:
         if content_type == "application/msgpack":
-            fields = Fields("deposit_request", decode(body, BODY_LIMITS), 3)
+            fields = Fields("deposit_request", decode(body, BODY_LIMITS, typed=True), 3)
             fields.header("deposit-request", 1)
             wires = fields.list("records", MAX_REQUEST_RECORDS)
             return [EntryRecord.from_wire(r, "deposit_request.records[%d]" % i) for i, r in enumerate(wires)]
