@@ -194,3 +194,17 @@ def test_block_decoding_of_a_pre_prepare_round_trips():
     msg = parse_body(open_envelope(pre_prepare(), 1 << 20))
     block = Block.from_wire(msg.block_wire)
     assert block.header.height == 1 and len(block.records) == 2
+
+
+def test_a_view_change_says_why_it_started():
+    r = replica("v1")
+    r.step(io.ClientRequest(make_record("c", 1)), T0)
+    timeout = PARAMS.view_change_timeout_ms
+    assert not of(r.step(io.TimerFired(), T0 + timeout - 1), io.ViewChangeStarted)
+    started = of(r.step(io.TimerFired(), T0 + timeout), io.ViewChangeStarted)
+    assert started == [io.ViewChangeStarted(1, "progress_timeout", timeout)]
+    pp_a, pp_b = pre_prepare(), pre_prepare(now=T0 + 1, records=1)
+    r = replica("v1")
+    r.step(io.MessageReceived("v0", pp_a), T0 + 20)
+    out = r.step(io.MessageReceived("v0", pp_b), T0 + 21)
+    assert [(a.view, a.reason) for a in of(out, io.ViewChangeStarted)] == [(1, "primary_fault")]

@@ -1,0 +1,268 @@
+"""The fast paths of the per-item hot loops give exactly the answers of the plain ones.
+
+Each fast path (whole-list checks, memos, caches) exists only for speed; these
+tests hold it to the reference it replaced, including on the inputs it must
+refuse, so a fast path can never accept what the plain path would not.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+import threading
+
+import msgpack
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ledger import model
+from ledger.codec import DecodeError, array_header, decode, encode
+from ledger.codes import derive_code, derive_codes
+from ledger.leveldb_store import LevelDBStore
+from ledger.model import DepositItem, EntryRecord, make_deposit
+from ledger.state import Rules, _check_items, _items_pass, check_record
+from ledger.store import BlockIndex, Location, MemoryStore
+from ledger.store_types import AbsentCodes, _keyed, check_code_key, check_code_keys
+from ledger.errors import EntryRejected
+from tests.storehelpers import ChainBuilder
+from tests.unit.test_state import GENESIS, KEYS, MAX_CASE, MAX_META, T, deposit
+
+RULES = Rules.from_genesis(GENESIS)
+
+
+# --------------------------------------------------------------------------- codec
+
+
+def _record_bytes(meta_pairs: list[tuple[str, str]]) -> bytes:
+    """A deposit record whose single item carries ``meta_pairs`` in the given wire order."""
+    record = deposit(1, meta=dict(meta_pairs))
+    wire = record.wire()
+    item = wire[3][0]
+    item[6] = dict(meta_pairs)  # insertion order = wire order
+    return msgpack.packb(wire, use_bin_type=True)
+
+
+def test_typed_decode_refuses_unsorted_metadata_keys():
+    good = _record_bytes([("a", "1"), ("b", "2")])
+    assert EntryRecord.decode(good).items[0].public_meta == (("a", "1"), ("b", "2"))
+    with pytest.raises(DecodeError) as err:
+        EntryRecord.decode(_record_bytes([("b", "2"), ("a", "1")]))
+    assert err.value.reason == "non_canonical"
+
+
+@pytest.mark.parametrize("float_bytes", [b"\xcb" + struct.pack(">d", 1.5), b"\xca" + struct.pack(">f", 1.5)])
+def test_typed_decode_refuses_floats_of_either_width(float_bytes):
+    data = array_header(2) + encode("x") + float_bytes
+    for typed in (False, True):
+        with pytest.raises(DecodeError, match="floating-point"):
+            decode(data, typed=typed)
+
+
+def test_typed_decode_skips_only_the_depth_walk():
+    deep = b"\x91" * 40 + b"\xc0"
+    with pytest.raises(DecodeError, match="deeper"):
+        decode(deep)
+    assert decode(deep, typed=True) is not None  # typed readers refuse what their schema lacks
+    with pytest.raises(DecodeError):
+        EntryRecord.decode(deep)
+
+
+def test_bytes_map_keys_are_a_decode_error():
+    with pytest.raises(DecodeError, match="strings"):
+        decode(b"\x81\xc4\x01k\x01")  # {b"k": 1}
+    wire = deposit(1).wire()
+    wire[3][0][6] = {b"k": "v"}
+    with pytest.raises(DecodeError):  # typed: the metadata reader refuses it
+        EntryRecord.decode(msgpack.packb(wire, use_bin_type=True))
+
+
+# --------------------------------------------------------------------------- record memo
+
+
+def test_a_record_read_twice_is_the_same_object_and_keeps_its_bytes():
+    data = deposit(3).encode()
+    first = EntryRecord.decode(data)
+    assert EntryRecord.decode(data) is first
+    assert first.encode() == data
+
+
+def test_the_memo_never_returns_a_record_for_other_bytes_under_the_same_signature():
+    record = deposit(2)
+    EntryRecord.decode(record.encode())  # remembered under its signature
+    wire = record.wire()
+    wire[3][1][2] = hashlib.sha256(b"forged").digest()  # another digest, the same signature
+    with pytest.raises(DecodeError) as err:
+        EntryRecord.decode(msgpack.packb(wire, use_bin_type=True))
+    assert err.value.reason == "items_root_mismatch"
+
+
+def test_the_memo_is_bounded_by_items():
+    memo = model._Memo(10)
+    for i in range(6):
+        memo.put(i, str(i), weight=3)
+    assert memo.weight <= 10 and memo.get(0) is None and memo.get(5) == "5"
+
+
+# --------------------------------------------------------------------------- codes
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.binary(min_size=64, max_size=64), st.integers(0, 40), st.sampled_from(["c", "evledger-demo", "链"]))
+def test_derive_codes_equals_derive_code(signature, count, chain_id):
+    codes, keys = derive_codes(chain_id, signature, count)
+    assert len(codes) == len(keys) == count
+    for i in range(count):
+        one = derive_code(chain_id, signature, i)
+        assert codes[i] == one and keys[i] == one.key
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.binary(min_size=0, max_size=70), max_size=6))
+def test_check_code_keys_agrees_with_check_code_key(keys):
+    def one_by_one() -> bool:
+        try:
+            for key in keys:
+                check_code_key(key)
+        except (TypeError, ValueError):
+            return False
+        return True
+
+    assert check_code_keys(keys) == one_by_one()
+
+
+# --------------------------------------------------------------------------- index
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.binary(min_size=0, max_size=66), st.tuples(st.integers(-1, 3), st.integers(0, 3),
+                                                                        st.integers(0, 3))), max_size=6))
+def test_block_index_fast_path_matches_the_item_loop(pairs):
+    def slow():
+        from ledger import store_types
+
+        saved, store_types._keyed_bulk = store_types._keyed_bulk, lambda *a: None
+        try:
+            return _keyed(pairs, check_code_key, Location, "code")
+        finally:
+            store_types._keyed_bulk = saved
+
+    try:
+        expected = slow()
+    except (TypeError, ValueError) as exc:
+        with pytest.raises(type(exc)):
+            BlockIndex(pairs, ())
+        return
+    got = BlockIndex(pairs, ()).codes
+    assert got == expected and all(type(loc) is Location for _, loc in got)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["general", "copyright", "patent", "nope"]),
+                          st.integers(0, MAX_META + 1), st.one_of(st.none(), st.integers(1, MAX_CASE + 2)),
+                          st.booleans()), min_size=1, max_size=5))
+def test_whole_batch_item_checks_agree_with_the_item_loop(specs):
+    items, private = [], []
+    for n, (category, meta_keys, case_len, has_private) in enumerate(specs):
+        part = model.PrivateMeta(bytes(16), {"k%d" % k: "v" for k in range(meta_keys)}) if has_private else None
+        items.append(DepositItem(hashlib.sha256(b"%d" % n).digest(), None, category,
+                                 None if case_len is None else "C" * case_len,
+                                 {"m%d" % k: "v" for k in range(meta_keys)},
+                                 None if part is None else part.commitment()))
+        private.append(part)
+    record = make_deposit(items, "shop", T, KEYS["shop"], GENESIS.chain_id, private=private)
+    try:
+        for i, (item, part) in enumerate(zip(record.items, record.private)):  # the reference: one item at a time
+            assert item.category in RULES.categories and len(item.public_meta) <= MAX_META
+            assert item.case is None or len(item.case) <= MAX_CASE
+            assert part is None or len(part.fields) <= MAX_META
+        loop_passes = True
+    except AssertionError:
+        loop_passes = False
+    assert _items_pass(RULES, record) == loop_passes
+    if loop_passes:
+        _check_items(RULES, record)
+    else:
+        with pytest.raises(EntryRejected):
+            _check_items(RULES, record)
+
+
+# --------------------------------------------------------------------------- absent codes
+
+
+def test_absent_codes_forget_what_is_stored_and_ignore_answers_raced_by_an_append():
+    absent = AbsentCodes(limit=5)
+    gen, unknown = absent.unknown([b"A", b"B"])
+    absent.learn(gen, unknown, found=[b"B"])
+    assert absent.unknown([b"A", b"B"])[1] == [b"B"]
+    absent.stored([b"A"])
+    assert absent.unknown([b"A"])[1] == [b"A"]
+    gen, unknown = absent.unknown([b"C"])
+    absent.stored([b"C"])  # an append between the lookup and learning its answer
+    absent.learn(gen, unknown, found=[])
+    assert absent.unknown([b"C"])[1] == [b"C"]
+    gen, _ = absent.unknown([])
+    absent.learn(gen, [b"%d" % i for i in range(7)], found=[])  # over the limit: forgotten wholesale first
+    assert len(absent.keys) <= 7
+
+
+@pytest.mark.parametrize("kind", ["memory", "leveldb"])
+def test_codes_asked_absent_are_reported_once_appended(kind, tmp_path):
+    store = MemoryStore() if kind == "memory" else LevelDBStore.open(tmp_path / "db")
+    chain = ChainBuilder()
+    built = chain.next_block(store, [chain.deposit(3)])
+    codes = [code for code, _ in built.index.codes]
+    assert store.codes_present(codes) == []  # now remembered as absent
+    store.append(*built)
+    assert sorted(store.codes_present(codes)) == sorted(codes)
+    assert store.codes_present([b"NOT-A-CODE-0000000000000"]) == []
+    with pytest.raises(ValueError):
+        store.codes_present([b"bad key"])
+    store.close()
+
+
+def test_concurrent_appends_never_leave_a_stale_absent_answer(tmp_path):
+    store = LevelDBStore.open(tmp_path / "db")
+    chain = ChainBuilder()
+    blocks = []
+    for _ in range(30):
+        built = chain.next_block(store, [chain.deposit(2)])
+        blocks.append(built)
+        store.append(*built)
+    store.close()
+    store = LevelDBStore.open(tmp_path / "db2")
+    all_codes = [code for b in blocks for code, _ in b.index.codes]
+    stop = threading.Event()
+
+    def ask():
+        while not stop.is_set():
+            store.codes_present(all_codes)
+
+    reader = threading.Thread(target=ask)
+    reader.start()
+    try:
+        for built in blocks:
+            store.append(*built)
+    finally:
+        stop.set()
+        reader.join()
+    assert sorted(store.codes_present(all_codes)) == sorted(all_codes)
+    store.close()
+
+
+def test_admission_and_validation_agree_on_duplicates_through_the_cache():
+    from ledger.block import CommitCertificate
+    from ledger.chain import LedgerApp
+
+    store = MemoryStore()
+    app = LedgerApp(RULES, store, GENESIS.validator_set().hash())
+    record = deposit(2, start=900)
+    assert check_record(RULES, store, record, T)  # looked up (absent) and remembered as absent
+    block, tip = app.build(app.tip_of_store(), [record], T, 0, "v1")
+    store.append(block, CommitCertificate(block.header.hash(), ()), BlockIndex.from_effects(1, tip.effects))
+    with pytest.raises(EntryRejected) as err:
+        check_record(RULES, store, record, T)
+    assert err.value.reason == "already_deposited"
+    with pytest.raises(EntryRejected) as err:  # a block carrying it again, on top of the stored one
+        app.validate(app.tip_of_store(), block)
+    assert err.value.reason == "already_deposited"
