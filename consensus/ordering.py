@@ -66,7 +66,10 @@ def maybe_propose(r: "Replica", now: int) -> None:
         records, size, oldest = r.requests.batch(p.batch_max_entries, p.batch_max_bytes)
         if not records:
             return
-        if len(records) < p.batch_max_entries and size < p.batch_max_bytes and now - oldest < p.batch_delay_ms:
+        # Wait for a fuller block only while another one is in flight: an idle
+        # cluster orders a lone request at once (latency), a busy one batches.
+        if (len(records) < p.batch_max_entries and size < p.batch_max_bytes and now - oldest < p.batch_delay_ms
+                and seq > r.last_delivered + 1):
             return
         parent_ts = parent.header.timestamp if parent.header is not None else -1
         block, tip = r.app.build(parent, records, max(now, parent_ts + 1), r.view, r.name)

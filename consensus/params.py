@@ -15,7 +15,8 @@ from .errors import Misuse
 @dataclass(frozen=True, slots=True)
 class Params:
     # Batching (primary): close a block at this many entries / bytes, or when the
-    # oldest pending request has waited batch_delay_ms.
+    # oldest pending request has waited batch_delay_ms, or at once when no other
+    # block is in flight.
     batch_max_entries: int = 500
     batch_max_bytes: int = 1 << 20
     batch_delay_ms: int = 10

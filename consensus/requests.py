@@ -27,7 +27,7 @@ def _id_and_size(record: EntryRecord) -> tuple[bytes, int]:
     entry = record.entry
     got = _IDS.get(entry)
     if got is None:
-        if len(_IDS) > 200_000:
+        if len(_IDS) > 50_000:
             _IDS.clear()
         from ledger.merkle import leaf_hash
 

@@ -297,6 +297,16 @@ class LevelDBStore(Store):
 
     # ------------------------------------------------------ replica state (prefix p)
 
+    def _sync_log(self) -> None:
+        # LevelDB's log is sequential: a synced write (the format record again,
+        # unchanged) makes every earlier unsynced write durable with it.
+        try:
+            self._db.put(KEY_FORMAT, self._db.get(KEY_FORMAT), sync=True)
+        except (plyvel.Error, RuntimeError) as exc:
+            self.close()
+            raise StoreError("syncing the store failed, store closed (reopen it): %s" % exc,
+                             reason="write_failed") from None
+
     def _persist(self, writes: list[tuple[str, bytes | None]]) -> None:
         try:
             with self._db.write_batch(sync=self._sync, transaction=True) as batch:

@@ -343,8 +343,12 @@ def _items_from_wire(item_list: list) -> tuple[tuple[DepositItem, ...], bytes]:
     return tuple(items), merkle.root(leaves)
 
 
-class _Memo:
-    """A bounded memo (oldest forgotten first) whose ``weight`` bounds the memory it holds."""
+class BoundedMemo:
+    """A bounded memo of pure results (oldest forgotten first); ``weight`` bounds the memory.
+
+    A node meets every record several times (its own admission or a peer's forward,
+    the pre-prepare, the commit); what depends only on signed bytes is computed once
+    (records here, codes and signature checks in ``ledger.state``)."""
 
     __slots__ = ("data", "weight", "limit")
 
@@ -368,8 +372,10 @@ class _Memo:
         self.weight += weight
 
 
-# signature -> (encoded record, EntryRecord), weighted by items: ~20 MiB at most.
-_RECORDS = _Memo(64_000)
+# signature -> (encoded record, EntryRecord), weighted by encoded bytes: 4 MiB of
+# encoding is about 20 MiB with the decoded objects; it covers the seconds between
+# a record's admission (or forward) and its pre-prepare at any load.
+_RECORDS = BoundedMemo(4 * 1024 * 1024)
 
 
 def _signature_of(items: Any) -> bytes | None:
@@ -460,7 +466,7 @@ class EntryRecord:
             return hit[1]
         record = cls._read(items, where)
         object.__setattr__(record, "_encoded", data)
-        _RECORDS.put(signature, (data, record), max(1, len(record.items)))
+        _RECORDS.put(signature, (data, record), len(data))
         return record
 
     @classmethod

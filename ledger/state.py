@@ -70,11 +70,12 @@ from operator import attrgetter
 from types import MappingProxyType
 from typing import AbstractSet as Set, Iterable, Mapping, NamedTuple, Protocol, Sequence
 
-from .codes import DepositCode, derive_code, derive_codes
+from .codes import DepositCode, derive_codes
 from .crypto import PublicKey
 from .errors import EntryRejected, SignatureError
 from .genesis import EntryLimits, Genesis
 from .model import CALLER_ROLES, AccessRecord, CaseEvent, CreditEvent, Deposit, Entry, EntryRecord
+from .model import BoundedMemo as _Memo
 
 __all__ = [
     "SIGNER_ROLES",
@@ -183,37 +184,9 @@ def entry_key(entry: Entry) -> bytes:
     return hashlib.sha256(ENTRY_KEY_DOMAIN + entry.signature).digest()
 
 
-class _Memo:
-    """A bounded memo of pure results (oldest forgotten first), keyed by signature.
-
-    A node meets every deposit several times (its own admission or a peer's
-    forward, the block it is proposed in, the block it commits in); what depends
-    only on the signed bytes is computed once.  ``weight`` bounds the memory
-    (deposit items, or entries).
-    """
-
-    __slots__ = ("data", "weight", "limit")
-
-    def __init__(self, limit: int):
-        self.data: dict = {}
-        self.weight = 0
-        self.limit = limit
-
-    def get(self, key):
-        return self.data.get(key)
-
-    def put(self, key, value, weight: int = 1) -> None:
-        if key in self.data:
-            return
-        data = self.data
-        while data and self.weight + weight > self.limit:
-            self.weight -= data.pop(next(iter(data)))[1]
-        data[key] = (value, weight)
-        self.weight += weight
-
-
-_CODES = _Memo(200_000)  # (chain_id, signature, item count) -> (codes, code keys), weighted by items
-_VERIFIED = _Memo(100_000)  # signature -> SHA-256 of (public key, chain id, context, signed body)
+# Sized for the seconds between admission and commit (node RSS must stay under 200 MB):
+_CODES = _Memo(60_000)  # (chain_id, signature, item count) -> (codes, code keys), weighted by items: ~10 MiB
+_VERIFIED = _Memo(30_000)  # signature -> SHA-256 of (public key, chain id, context, signed body): ~6 MiB
 
 
 def _codes_and_keys(chain_id: str, record: EntryRecord) -> tuple[tuple[DepositCode, ...], tuple[bytes, ...]]:
@@ -222,7 +195,7 @@ def _codes_and_keys(chain_id: str, record: EntryRecord) -> tuple[tuple[DepositCo
     memo_key = (chain_id, sig, count)
     hit = _CODES.get(memo_key)
     if hit is not None:
-        return hit[0]
+        return hit
     codes, keys = derive_codes(chain_id, sig, count)
     value = (tuple(codes), tuple(keys))
     _CODES.put(memo_key, value, max(1, count))
@@ -379,8 +352,7 @@ def _check_signature(rules: Rules, signer: _MemberRule, record: EntryRecord) -> 
     body = entry.body.encode()
     fingerprint = hashlib.sha256(b"\x00".join((signer.key.raw, rules.chain_id.encode("utf-8"),
                                                entry.context.encode("ascii"), body))).digest()
-    hit = _VERIFIED.get(entry.signature)
-    if hit is not None and hit[0] == fingerprint:
+    if _VERIFIED.get(entry.signature) == fingerprint:
         return
     try:
         signer.key.verify(entry.context, rules.chain_id, body, entry.signature)

@@ -235,7 +235,7 @@ class Store(abc.ABC):
             self._open_head()
             self._persist(checked)
 
-    def write_group(self, ops: list[tuple]) -> list[Head | None]:
+    def write_group(self, ops: list[tuple], *, sync: bool = True) -> list[Head | None]:
         """Apply persists and appends in order, made durable together by one sync at the end.
 
         ``ops`` are ``("persist", writes)`` and ``("append", block, certificate, index)``;
@@ -245,12 +245,16 @@ class Store(abc.ABC):
         disk too; after a crash, what survives is a prefix of the group.  Returns the
         new head of each append (``None`` for a persist).  An exception stops the
         group at the failing op; the earlier ones are applied (unsynced).
+
+        ``sync=False`` syncs none of them: the caller makes the group durable with
+        :meth:`sync` (the node does the Python work of a group on its event loop and
+        only the sync on its writer thread, so the two never pass the GIL to and fro).
         """
         out: list[Head | None] = []
         with self._lock:
             try:
                 for i, op in enumerate(ops):
-                    self._sync = i == len(ops) - 1
+                    self._sync = sync and i == len(ops) - 1
                     if op[0] == "persist":
                         self.persist(op[1])
                         out.append(None)
@@ -426,6 +430,17 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def _close(self) -> None:
         ...
+
+    def sync(self) -> None:
+        """Make every write so far durable (after ``write_group(..., sync=False)``).
+
+        Takes no lock: it runs on a writer thread while readers carry on (the
+        backend is thread-safe), and only ``close`` must not race it."""
+        self._open_head()
+        self._sync_log()
+
+    def _sync_log(self) -> None:
+        """Backends with a write-ahead log sync it here; the memory store has nothing to do."""
 
     @abc.abstractmethod
     def _commit(self, plan: AppendPlan) -> None:

@@ -176,7 +176,7 @@ class AbsentCodes:
 
     __slots__ = ("keys", "generation", "lock", "limit")
 
-    def __init__(self, limit: int = 200_000):
+    def __init__(self, limit: int = 60_000):
         self.keys: set[bytes] = set()
         self.generation = 0
         self.lock = threading.Lock()

@@ -44,7 +44,8 @@ def kind_of(data):
 
 
 def pre_prepare(now=T0, records=2):
-    """A real pre-prepare from the primary of view 0 (v0)."""
+    """A real pre-prepare from the primary of view 0 (v0): its first block, which an idle
+    primary cuts at once from the first request (the later ones wait for the next)."""
     p = replica("v0")
     out = []
     for i in range(records):
@@ -193,7 +194,7 @@ def test_peer_garbage_never_raises(data, sender):
 def test_block_decoding_of_a_pre_prepare_round_trips():
     msg = parse_body(open_envelope(pre_prepare(), 1 << 20))
     block = Block.from_wire(msg.block_wire)
-    assert block.header.height == 1 and len(block.records) == 2
+    assert block.header.height == 1 and block.records == (make_record("c", 0),)
 
 
 def test_a_view_change_says_why_it_started():
@@ -208,3 +209,13 @@ def test_a_view_change_says_why_it_started():
     r.step(io.MessageReceived("v0", pp_a), T0 + 20)
     out = r.step(io.MessageReceived("v0", pp_b), T0 + 21)
     assert [(a.view, a.reason) for a in of(out, io.ViewChangeStarted)] == [(1, "primary_fault")]
+
+
+def test_an_idle_primary_proposes_at_once_and_a_busy_one_batches():
+    p = replica("v0")
+    out = p.step(io.ClientRequest(make_record("c", 1)), T0)  # nothing in flight: no batch delay
+    assert [kind_of(a.data) for a in of(out, io.Broadcast)] == ["pre_prepare"]
+    out = p.step(io.ClientRequest(make_record("c", 2)), T0 + 1)  # one block in flight: wait for more
+    assert not of(out, io.Broadcast)
+    out = p.step(io.TimerFired(), T0 + 1 + PARAMS.batch_delay_ms)
+    assert [kind_of(a.data) for a in of(out, io.Broadcast)] == ["pre_prepare"]

@@ -98,7 +98,7 @@ def test_the_memo_never_returns_a_record_for_other_bytes_under_the_same_signatur
 
 
 def test_the_memo_is_bounded_by_items():
-    memo = model._Memo(10)
+    memo = model.BoundedMemo(10)
     for i in range(6):
         memo.put(i, str(i), weight=3)
     assert memo.weight <= 10 and memo.get(0) is None and memo.get(5) == "5"
