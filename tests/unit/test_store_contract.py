@@ -410,3 +410,37 @@ def test_replica_state_survives_reopen_and_corruption_is_reported(tmp_path):
     with LevelDBStore.open(path) as s:
         with pytest.raises(CorruptionError, match="p/view"):
             s.replica_state()
+
+
+@pytest.mark.parametrize("sync", [True, False])
+def test_write_group_applies_ops_in_order_and_sync_makes_them_durable(sync, tmp_path, chain):
+    store = LevelDBStore.open(tmp_path / "db")
+    first = chain.next_block(store, [chain.deposit(2)])
+    ops = [("persist", [("view", b"\x01")]), ("append", first.block, first.certificate, first.index)]
+    heads = store.write_group(ops, sync=sync)
+    assert heads[0] is None and heads[1] == store.head() and store.head().height == 1
+    second = chain.next_block(store, [chain.deposit(1)])  # built on the group's (unsynced) head
+    heads = store.write_group([("append", second.block, second.certificate, second.index),
+                               ("persist", [("view", None)])], sync=sync)
+    assert heads[0].height == 2 and heads[1] is None
+    if not sync:
+        store.sync()
+    store.close()
+    with pytest.raises(StoreError):
+        store.sync()
+    store = LevelDBStore.open(tmp_path / "db")
+    assert store.head().height == 2 and store.replica_state() == {}
+    assert store.block(2).encode() == second.block.encode()
+    store.close()
+
+
+def test_a_failing_op_stops_the_group_after_the_ops_before_it(store, chain):
+    good = chain.next_block(store, [chain.deposit()])
+    with pytest.raises(StoreError) as err:
+        store.write_group([("persist", [("k", b"v")]), ("append", good.block, good.certificate, good.index),
+                           ("append", good.block, good.certificate, good.index), ("persist", [("later", b"x")])],
+                          sync=False)
+    assert err.value.reason == "wrong_height"
+    assert store.head().height == 1 and store.replica_state() == {"k": b"v"}
+    with pytest.raises(TypeError):
+        store.write_group([("truncate",)])
