@@ -175,9 +175,10 @@ def decode(data: bytes, limits: Limits = DEFAULT_LIMITS, *, typed: bool = False)
 
     ``typed=True`` is for callers that read every value of the result with typed
     readers (``Fields``, ``ledger.wire``): those refuse any nesting their schema
-    does not have and check the key order of the only maps on the wire (metadata,
-    ``ledger.wire.from_wire``), so the Python walk over the tree (``MAX_DEPTH``,
-    sorted keys) is skipped.  Untyped documents keep it.
+    does not have, any float (no field is one) and check the key order of the only
+    maps on the wire (metadata, ``ledger.wire.from_wire``), so the Python walk over
+    the tree (``MAX_DEPTH``, sorted keys) and the second re-encoding are skipped.
+    Untyped documents keep them.
     """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError("decode() needs bytes, got %s" % type(data).__name__)
@@ -214,8 +215,10 @@ def decode(data: bytes, limits: Limits = DEFAULT_LIMITS, *, typed: bool = False)
     except Exception as exc:  # msgpack raises assorted types for garbage (StackError, TypeError)
         raise DecodeError("not valid msgpack: %s" % _msg(exc)) from None
     try:
+        # A 32-bit float fails the first comparison, a 64-bit one the second; typed
+        # readers refuse a float wherever one is left (every field has a type).
         canonical = (msgpack.packb(value, use_bin_type=True) == data
-                     and msgpack.packb(value, use_bin_type=True, use_single_float=True) == data)
+                     and (typed or msgpack.packb(value, use_bin_type=True, use_single_float=True) == data))
     except (ValueError, TypeError, OverflowError) as exc:  # over-deep nesting; a float too wide for 32 bits
         _check_tree(value)
         raise DecodeError("not valid msgpack: %s" % _msg(exc)) from None
