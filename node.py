@@ -194,6 +194,8 @@ class Node:
     async def stop(self) -> None:
         if getattr(self, "_lag_probe", None) is not None:
             self._lag_probe.cancel()
+        if self._gc_callback in gc.callbacks:
+            gc.callbacks.remove(self._gc_callback)
         if self._timer is not None:
             self._timer.cancel()
         if self._runner is not None:
@@ -440,6 +442,18 @@ class Node:
                                           "synced store write of a group of votes and committed blocks"))
         self.m_loop_lag = reg.add(Histogram("evledger_event_loop_lag_seconds",
                                             "how late the event loop runs a timer (sampled every 0.25 s)"))
+        self.m_gc = reg.add(Histogram("evledger_gc_pause_seconds", "cyclic garbage collections, by generation",
+                                      ("generation",)))
+        gc_started = [0.0]
+
+        def on_gc(phase: str, info: dict) -> None:
+            if phase == "start":
+                gc_started[0] = time.perf_counter()
+            else:
+                self.m_gc.observe(time.perf_counter() - gc_started[0], str(info.get("generation")))
+
+        gc.callbacks.append(on_gc)
+        self._gc_callback = on_gc
         reg.add(Gauge("evledger_peer_frames_dropped_total",
                       "frames to peers dropped (queue full, peer not connected, closing)",
                       lambda: sum(self.transport.stats.dropped.values()) if self.transport else 0))

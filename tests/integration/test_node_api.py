@@ -137,7 +137,8 @@ def test_hostile_requests_get_their_status_and_code_and_the_node_keeps_serving(n
     metrics = raw(api, "GET", "/metrics")[2].decode()
     assert 'evledger_rejected_inputs_total{code="bad_signature"} 2' in metrics
     assert "evledger_height " in metrics
-    assert "# TYPE evledger_event_loop_lag_seconds histogram" in metrics and "evledger_peer_frames_dropped_total 0" in metrics
+    assert "# TYPE evledger_event_loop_lag_seconds histogram" in metrics
+    assert "# TYPE evledger_gc_pause_seconds histogram" in metrics and "evledger_peer_frames_dropped_total 0" in metrics
 
 
 def test_a_valid_deposit_still_commits_after_the_abuse(node):
