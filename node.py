@@ -63,7 +63,8 @@ from runtime import peerwire
 from runtime.auth import RequestVerifier
 from runtime.config import NodeSetup
 from runtime.http_api import Api
-from runtime.metrics import Counter, Gauge, Histogram, Registry
+from runtime import node_metrics
+from runtime.metrics import Registry
 from runtime.pool import DepositPool
 from runtime.service import NodeService
 from runtime.transport import PeerTransport
@@ -150,7 +151,10 @@ class Node:
         self._writes_idle: asyncio.Event | None = None
         self._forward: list[EntryRecord] = []  # admitted here, not yet sent to the other validators
         self._forward_bytes = 0
-        self._metrics()
+        node_metrics.register(self)
+        self._lag_probe = node_metrics.LagProbe(self.m_loop_lag)
+        self._gc_timer = node_metrics.GcTimer(self.m_gc)
+        self._gc_timer.install()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -178,24 +182,13 @@ class Node:
                            reuse_address=True)
         await site.start()
         self.step(io.Started())
-        self._lag_probe = asyncio.get_running_loop().call_later(LAG_PROBE_S, self._probe_lag, time.perf_counter())
+        self._lag_probe.start()
         log.info("node %s (%s) serving chain %s at height %d on http://%s:%d", self.name, self.role,
                  self.chain_id, self.store.head().height, self.config.api.listen.host, self.config.api.listen.port)
 
-    def _probe_lag(self, scheduled: float) -> None:
-        """How late the event loop runs a callback: the time work waits behind other work."""
-        now = time.perf_counter()
-        lag = max(0.0, now - scheduled - LAG_PROBE_S)
-        self.m_loop_lag.observe(lag)
-        if lag > 1.0:
-            log.warning("the event loop ran %.1f s late: this node is overloaded", lag)
-        self._lag_probe = asyncio.get_running_loop().call_later(LAG_PROBE_S, self._probe_lag, now)
-
     async def stop(self) -> None:
-        if getattr(self, "_lag_probe", None) is not None:
-            self._lag_probe.cancel()
-        if self._gc_callback in gc.callbacks:
-            gc.callbacks.remove(self._gc_callback)
+        self._lag_probe.stop()
+        self._gc_timer.remove()
         if self._timer is not None:
             self._timer.cancel()
         if self._runner is not None:
@@ -419,45 +412,6 @@ class Node:
         loc = self.store.locate(code_key)
         return None if loc is None else loc.height
 
-    # ------------------------------------------------------------------ metrics
-
-    def _metrics(self) -> None:
-        reg = self.registry
-        head = lambda: self.store.head() if self.store is not None and not self.store.closed else None  # noqa: E731
-        reg.add(Gauge("evledger_height", "height of the last committed block",
-                      lambda: head().height if head() else 0))
-        reg.add(Gauge("evledger_view", "current PBFT view", lambda: self.replica.view if self.replica else 0))
-        reg.add(Gauge("evledger_pending_items", "deposit items waiting for commit",
-                      lambda: len(self.pool) if hasattr(self, "pool") else 0))
-        reg.add(Gauge("evledger_peers_connected", "peer connections up",
-                      lambda: len(self.transport.connected()) if self.transport else 0))
-        self.m_commits = reg.add(Counter("evledger_blocks_committed_total", "blocks committed by this node"))
-        self.m_items = reg.add(Counter("evledger_items_committed_total", "deposit items and entries committed"))
-        self.m_view_changes = reg.add(Counter("evledger_view_changes_total", "views entered"))
-        self.m_dropped_requests = reg.add(Counter("evledger_requests_dropped_total", "client requests dropped",
-                                                  ("reason",)))
-        self.m_peer_faults = reg.add(Counter("evledger_peer_messages_refused_total", "peer messages refused",
-                                             ("kind", "reason")))
-        self.m_append = reg.add(Histogram("evledger_block_append_seconds",
-                                          "synced store write of a group of votes and committed blocks"))
-        self.m_loop_lag = reg.add(Histogram("evledger_event_loop_lag_seconds",
-                                            "how late the event loop runs a timer (sampled every 0.25 s)"))
-        self.m_gc = reg.add(Histogram("evledger_gc_pause_seconds", "cyclic garbage collections, by generation",
-                                      ("generation",)))
-        gc_started = [0.0]
-
-        def on_gc(phase: str, info: dict) -> None:
-            if phase == "start":
-                gc_started[0] = time.perf_counter()
-            else:
-                self.m_gc.observe(time.perf_counter() - gc_started[0], str(info.get("generation")))
-
-        gc.callbacks.append(on_gc)
-        self._gc_callback = on_gc
-        reg.add(Gauge("evledger_peer_frames_dropped_total",
-                      "frames to peers dropped (queue full, peer not connected, closing)",
-                      lambda: sum(self.transport.stats.dropped.values()) if self.transport else 0))
-
 
 def _address(text: str) -> tuple[str, int]:
     host, _, port = text.rpartition(":")
@@ -471,6 +425,7 @@ async def serve(setup: NodeSetup) -> int:
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGUSR1, lambda: log.info("memory: %s", node_metrics.memory_report(node)))
     try:
         await node.start()
     except Exception:
@@ -481,12 +436,24 @@ async def serve(setup: NodeSetup) -> int:
     return 0
 
 
+def _limit_malloc_arenas() -> None:
+    """At most two glibc malloc arenas: each thread that allocates (LevelDB's
+    compaction, the store writer) would otherwise get an arena of its own, whose
+    freed memory stays resident.  Called before those threads exist."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").mallopt(-8, 2)  # M_ARENA_MAX
+    except (OSError, AttributeError):  # not glibc: nothing to tune
+        pass
+
+
 def main(config_path: str) -> int:
     """``evledger run CONFIG``."""
     from runtime.config import load_node
 
     setup = load_node(config_path)
-    _configure_logging(setup.config.log.level, setup.config.log.json)
+    node_metrics.configure_logging(setup.config.log.level, setup.config.log.json)
     # The store's writer thread must get the GIL back soon after its fsync returns;
     # at Python's default 5 ms switch interval a busy loop would hold it that long.
     sys.setswitchinterval(0.0005)
@@ -498,23 +465,9 @@ def main(config_path: str) -> int:
     # what start-up loaded is frozen out of every scan.
     gc.set_threshold(50_000, 20, 10)
     gc.freeze()
+    _limit_malloc_arenas()
     try:
         return asyncio.run(serve(setup))
     except OSError as exc:  # a port in use, a data folder we may not write...
         log.error("node %s cannot start: %s", setup.config.name, exc)
         return 3
-
-
-def _configure_logging(level: str, as_json: bool) -> None:
-    import json
-
-    class _Json(logging.Formatter):
-        def format(self, record: logging.LogRecord) -> str:
-            return json.dumps({"time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"), "level": record.levelname.lower(),
-                               "logger": record.name, "message": record.getMessage()}, ensure_ascii=False)
-
-    handler = logging.StreamHandler()
-    handler.setFormatter(_Json() if as_json else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())

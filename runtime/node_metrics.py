@@ -1,0 +1,147 @@
+"""A node's Prometheus metrics and the probes behind some of them; its log set-up.
+
+``register(node)`` adds every metric of ``GET /metrics`` (docs/api.md) to the node's
+registry and sets the ``m_*`` counters and histograms the node updates.  Two probes
+watch the process itself: :class:`LagProbe` (how late the event loop runs a timer:
+the time work waits behind other work) and :class:`GcTimer` (Python's cyclic
+collections, by generation).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import logging
+import time
+from typing import Any
+
+from .metrics import Counter, Gauge, Histogram
+
+log = logging.getLogger("evledger.node")
+
+LAG_PROBE_S = 0.25
+LAG_WARNING_S = 1.0
+
+
+def register(node: Any) -> None:
+    reg = node.registry
+    head = lambda: node.store.head() if node.store is not None and not node.store.closed else None  # noqa: E731
+    reg.add(Gauge("evledger_height", "height of the last committed block", lambda: head().height if head() else 0))
+    reg.add(Gauge("evledger_view", "current PBFT view", lambda: node.replica.view if node.replica else 0))
+    reg.add(Gauge("evledger_pending_items", "deposit items waiting for commit",
+                  lambda: len(node.pool) if hasattr(node, "pool") else 0))
+    reg.add(Gauge("evledger_peers_connected", "peer connections up",
+                  lambda: len(node.transport.connected()) if node.transport else 0))
+    node.m_commits = reg.add(Counter("evledger_blocks_committed_total", "blocks committed by this node"))
+    node.m_items = reg.add(Counter("evledger_items_committed_total", "deposit items and entries committed"))
+    node.m_view_changes = reg.add(Counter("evledger_view_changes_total", "views entered"))
+    node.m_dropped_requests = reg.add(Counter("evledger_requests_dropped_total", "client requests dropped",
+                                              ("reason",)))
+    node.m_peer_faults = reg.add(Counter("evledger_peer_messages_refused_total", "peer messages refused",
+                                         ("kind", "reason")))
+    node.m_append = reg.add(Histogram("evledger_block_append_seconds",
+                                      "synced store write of a group of votes and committed blocks"))
+    node.m_loop_lag = reg.add(Histogram("evledger_event_loop_lag_seconds",
+                                        "how late the event loop runs a timer (sampled every %g s)" % LAG_PROBE_S))
+    node.m_gc = reg.add(Histogram("evledger_gc_pause_seconds", "cyclic garbage collections, by generation",
+                                  ("generation",)))
+    reg.add(Gauge("evledger_peer_frames_dropped_total",
+                  "frames to peers dropped (queue full, peer not connected, closing)",
+                  lambda: sum(node.transport.stats.dropped.values()) if node.transport else 0))
+
+
+class LagProbe:
+    """Every LAG_PROBE_S, how much later than asked the loop ran the probe; a WARNING above a second."""
+
+    def __init__(self, histogram: Histogram):
+        self.histogram = histogram
+        self.handle: asyncio.TimerHandle | None = None
+
+    def start(self) -> None:
+        self._schedule(time.perf_counter())
+
+    def stop(self) -> None:
+        if self.handle is not None:
+            self.handle.cancel()
+            self.handle = None
+
+    def _schedule(self, now: float) -> None:
+        self.handle = asyncio.get_running_loop().call_later(LAG_PROBE_S, self._fire, now)
+
+    def _fire(self, scheduled: float) -> None:
+        now = time.perf_counter()
+        lag = max(0.0, now - scheduled - LAG_PROBE_S)
+        self.histogram.observe(lag)
+        if lag > LAG_WARNING_S:
+            log.warning("the event loop ran %.1f s late: this node is overloaded", lag)
+        self._schedule(now)
+
+
+class GcTimer:
+    """Times each cyclic collection (``gc.callbacks``) into a histogram labelled by generation."""
+
+    def __init__(self, histogram: Histogram):
+        self.histogram = histogram
+        self.started = 0.0
+
+    def install(self) -> None:
+        if self._callback not in gc.callbacks:
+            gc.callbacks.append(self._callback)
+
+    def remove(self) -> None:
+        if self._callback in gc.callbacks:
+            gc.callbacks.remove(self._callback)
+
+    def _callback(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self.started = time.perf_counter()
+        else:
+            self.histogram.observe(time.perf_counter() - self.started, str(info.get("generation")))
+
+
+def memory_report(node: Any) -> str:
+    """What holds a node's memory, for the log (``kill -USR1 <pid>``): resident size,
+    the bounded structures and their fill, and the most numerous Python objects."""
+    from collections import Counter as Tally
+
+    from ledger import model, state
+
+    rss = "?"
+    try:
+        with open("/proc/self/statm") as f:
+            rss = "%.0f MiB" % (int(f.read().split()[1]) * 4096 / 2**20)
+    except OSError:
+        pass
+    parts = ["rss %s" % rss]
+    if getattr(node, "pool", None) is not None:
+        parts.append("pool %d items" % len(node.pool))
+    parts.append("replay cache %d nonces" % len(node.verifier.replay))
+    parts.append("record memo %d KiB" % (model._RECORDS.weight // 1024))
+    parts.append("code memo %d items" % state._CODES.weight)
+    parts.append("signature memo %d" % state._VERIFIED.weight)
+    if node.store is not None:
+        parts.append("absent codes %d" % len(node.store._absent.keys))
+    if node.transport is not None:
+        queued = {name: p.queued_bytes for name, p in node.transport._peers.items() if p.queued_bytes}
+        parts.append("peer queues %s" % (", ".join("%s %d KiB" % (n, b // 1024) for n, b in queued.items()) or "empty"))
+    if node.replica is not None:
+        parts.append("replica slots %d, pending requests %d" % (len(node.replica.slots), len(node.replica.requests.pending)))
+    top = Tally(type(o).__name__ for o in gc.get_objects()).most_common(8)
+    parts.append("objects: " + ", ".join("%s %d" % kv for kv in top))
+    return "; ".join(parts)
+
+
+def configure_logging(level: str, as_json: bool) -> None:
+    """Log records to standard error, as text or one JSON object a line."""
+
+    class _Json(logging.Formatter):
+        def format(self, record: logging.LogRecord) -> str:
+            return json.dumps({"time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"), "level": record.levelname.lower(),
+                               "logger": record.name, "message": record.getMessage()}, ensure_ascii=False)
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(_Json() if as_json else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
