@@ -58,7 +58,8 @@ from ledger.genesis import Member, Node, build_genesis  # noqa: E402
 from ledger.model import DepositItem, PrivateMeta, make_deposit  # noqa: E402
 from ledger.receipt import build_receipt  # noqa: E402
 from ledger.state import Rules  # noqa: E402
-from ledger.store import BlockIndex, MemoryStore  # noqa: E402
+from ledger.memory_store import MemoryStore  # noqa: E402
+from ledger.store import BlockIndex  # noqa: E402
 
 DEFAULT_OUT = ROOT / "tests" / "vectors" / "receipts"
 CHAIN_ID = "evledger-vectors"

@@ -16,7 +16,8 @@ from ledger.errors import EntryRejected, InputError
 from ledger.genesis import Member, Node, build_genesis
 from ledger.model import DepositItem, make_deposit
 from ledger.state import Rules
-from ledger.store import BlockIndex, MemoryStore
+from ledger.memory_store import MemoryStore
+from ledger.store import BlockIndex
 
 CHAIN = "chain-test"
 T = 1_750_000_000_000

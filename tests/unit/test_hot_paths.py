@@ -22,7 +22,8 @@ from ledger.codes import derive_code, derive_codes
 from ledger.leveldb_store import LevelDBStore
 from ledger.model import DepositItem, EntryRecord, make_deposit
 from ledger.state import Rules, _check_items, _items_pass, check_record
-from ledger.store import BlockIndex, Location, MemoryStore
+from ledger.memory_store import MemoryStore
+from ledger.store import BlockIndex, Location
 from ledger.store_types import AbsentCodes, _keyed, check_code_key, check_code_keys
 from ledger.errors import EntryRejected
 from tests.storehelpers import ChainBuilder

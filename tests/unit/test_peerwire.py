@@ -8,7 +8,7 @@ from hypothesis import given, settings, strategies as st
 from ledger.codec import array_header, decode, encode
 from ledger.errors import DecodeError
 from ledger.leveldb_store import LevelDBStore
-from ledger.store import MemoryStore
+from ledger.memory_store import MemoryStore
 from runtime import peerwire
 from storehelpers import ChainBuilder
 

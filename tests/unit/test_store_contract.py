@@ -14,7 +14,8 @@ from ledger import merkle
 from ledger.block import ZERO_HASH, Block, CommitCertificate
 from ledger.errors import InputError, StoreError
 from ledger.leveldb_store import LevelDBStore
-from ledger.store import EMPTY_HEAD, BlockIndex, EntryRef, Location, MemoryStore
+from ledger.memory_store import MemoryStore
+from ledger.store import EMPTY_HEAD, BlockIndex, EntryRef, Location
 from tests.storehelpers import ChainBuilder, codes_of, entry_key, fill, snapshot
 
 
