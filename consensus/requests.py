@@ -18,21 +18,14 @@ from typing import Iterable
 
 from ledger.model import EntryRecord
 
-# Keyed by the entry, not the record: hashing a record hashes every one of its items,
-# and both values depend only on the entry (a record carries ``item_count`` items).
-_IDS: dict = {}
-
-
 def _id_and_size(record: EntryRecord) -> tuple[bytes, int]:
-    entry = record.entry
-    got = _IDS.get(entry)
+    # Remembered on the record itself (EntryRecord.memo): lives exactly as long as it.
+    got = record.memo.get("request")
     if got is None:
-        if len(_IDS) > 50_000:
-            _IDS.clear()
         from ledger.merkle import leaf_hash
 
-        data = entry.encode()
-        got = _IDS[entry] = (leaf_hash(data), len(data) + 64 * len(record.items))
+        data = record.entry.encode()
+        got = record.memo["request"] = (leaf_hash(data), len(data) + 64 * len(record.items))
     return got
 
 

@@ -404,9 +404,11 @@ class EntryRecord:
     private: tuple[PrivateMeta | None, ...] = ()
     # The canonical encoding, kept once known (decoded from it, or encoded once).
     _encoded: bytes | None = field(default=None, repr=False, compare=False)
+    _memo: dict | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_encoded", None)
+        object.__setattr__(self, "_memo", None)
         object.__setattr__(self, "items", tuple(self.items))
         object.__setattr__(self, "private", tuple(self.private))
         self.check()
@@ -442,6 +444,15 @@ class EntryRecord:
             [item.wire() for item in self.items],
             [None if p is None else p.wire() for p in self.private],
         ]
+
+    @property
+    def memo(self) -> dict:
+        """Values derived from this record by other layers (request id, ...), kept with it."""
+        memo = self._memo
+        if memo is None:
+            memo = {}
+            object.__setattr__(self, "_memo", memo)
+        return memo
 
     def encode(self) -> bytes:
         data = self._encoded
@@ -480,6 +491,7 @@ class EntryRecord:
         private_list = reader.list("private", MAX_BATCH_ITEMS)
         record = object.__new__(cls)
         object.__setattr__(record, "_encoded", None)
+        object.__setattr__(record, "_memo", None)
         object.__setattr__(record, "entry", entry)
         items, root = _items_from_wire(item_list) if item_list else ((), None)
         object.__setattr__(record, "items", items)

@@ -198,7 +198,7 @@ def _codes_and_keys(chain_id: str, record: EntryRecord) -> tuple[tuple[DepositCo
         return hit
     codes, keys = derive_codes(chain_id, sig, count)
     value = (tuple(codes), tuple(keys))
-    _CODES.put(memo_key, value, max(1, count))
+    _CODES.put(memo_key, value, count + 3)  # + the entry's own overhead, in item units
     return value
 
 
