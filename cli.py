@@ -310,6 +310,101 @@ def _add_cluster(sub: argparse._SubParsersAction) -> None:
     down.set_defaults(func=_run_cluster_down)
 
 
+def _add_admin(sub: argparse._SubParsersAction) -> None:
+    key = sub.add_parser(
+        "key", help="generate or show a member's key file (setting up across machines)",
+        description="Each institution generates its keys on its own machine and sends only the public key to "
+        "the coordinator who writes genesis.json (docs/operations.md).",
+    )
+    key_verbs = key.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+    key_verbs.required = True
+    gen = key_verbs.add_parser(
+        "generate", help="write a fresh Ed25519 key file (mode 0600) and print its public key",
+        description="Write a new secret key for member NAME to PATH with mode 0600 (refuses to overwrite an "
+        "existing file) and print the member name, public key (hex) and fingerprint to put in genesis.json.",
+    )
+    gen.add_argument("--name", required=True, metavar="NAME", help="the member name (lowercase a-z, 0-9, -)")
+    gen.add_argument("--out", required=True, metavar="PATH", help="where to write the key file")
+    gen.add_argument("--json", action="store_true", help='print {"name", "public_key", "fingerprint", "path"}')
+    gen.set_defaults(func=_run_key_generate)
+    show = key_verbs.add_parser(
+        "show", help="print the member name and public key of a key file",
+        description="Load a key file (refused if group or others can read it) and print its member name, public "
+        "key and fingerprint; the secret is never printed.",
+    )
+    show.add_argument("path", metavar="PATH", help="a key file")
+    show.add_argument("--json", action="store_true", help='print {"name", "public_key", "fingerprint", "path"}')
+    show.set_defaults(func=_run_key_show)
+    genesis = sub.add_parser(
+        "genesis", help="check a genesis file and print its fingerprint",
+        description="Every institution checks the genesis it was sent and compares the fingerprint out of band "
+        "before starting its node.",
+    )
+    genesis_verbs = genesis.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+    genesis_verbs.required = True
+    check = genesis_verbs.add_parser(
+        "check", help="validate genesis.json, print its fingerprint and members",
+        description="Validate GENESIS with the rules every node applies (exit 2 naming the first bad field) and "
+        "print the chain id, fingerprint, validator count, faults tolerated and members.",
+    )
+    check.add_argument("genesis", metavar="GENESIS", help="a genesis.json")
+    check.add_argument("--json", action="store_true", help="print the summary as JSON")
+    check.set_defaults(func=_run_genesis_check)
+
+
+def _admin_call(args: argparse.Namespace, call: Callable[[], int]) -> int:
+    from ledger.errors import InputError
+
+    try:
+        return call()
+    except (InputError, ValueError, OSError) as exc:  # bad name or file, unsafe key file, invalid genesis
+        print("evledger %s %s: %s" % (args.verb, args.action, exc), file=sys.stderr)
+        return EXIT_USAGE
+
+
+def _print_key(args: argparse.Namespace, doc: dict) -> int:
+    if args.json:
+        _print_json(doc)
+    else:
+        print("member:      %s" % doc["name"])
+        print("public key:  %s" % doc["public_key"])
+        print("fingerprint: %s" % doc["fingerprint"])
+        print("key file:    %s" % doc["path"])
+    return EXIT_OK
+
+
+def _run_key_generate(args: argparse.Namespace) -> int:
+    from runtime import admin
+
+    return _admin_call(args, lambda: _print_key(args, admin.generate_key(args.out, args.name)))
+
+
+def _run_key_show(args: argparse.Namespace) -> int:
+    from runtime import admin
+
+    return _admin_call(args, lambda: _print_key(args, admin.show_key(args.path)))
+
+
+def _run_genesis_check(args: argparse.Namespace) -> int:
+    from runtime import admin
+
+    def call() -> int:
+        doc = admin.genesis_doc(args.genesis)
+        if args.json:
+            _print_json(doc)
+            return EXIT_OK
+        print("chain %s: valid" % doc["chain_id"])
+        print("fingerprint: %s" % doc["fingerprint"])
+        print("validators: %d (tolerates %d faulty, quorum %d)" % (doc["validators"], doc["faults_tolerated"],
+                                                                   doc["quorum"]))
+        for m in doc["members"]:
+            where = "  peer %s  api %s" % (m["peer"], m["api"]) if m["peer"] else ""
+            print("  %-16s %-28s %s%s" % (m["name"], ",".join(m["roles"]), m["public_key"][:16] + "...", where))
+        return EXIT_OK
+
+    return _admin_call(args, call)
+
+
 def _count(text: str) -> int:
     try:
         value = int(text.replace("_", ""))
@@ -440,6 +535,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     _add_demo(sub)
     _add_cluster(sub)
+    _add_admin(sub)
     _add_run(sub)
     _add_user_verbs(sub)
     _add_bench(sub)
