@@ -205,11 +205,11 @@ class LevelDBStore(Store):
         elif not os.path.isdir(path):
             raise StoreError("no store at %s" % path, reason="store_missing")
         try:
-            # A 16 MiB memtable and 8 MiB tables (defaults 4 / 2 MiB): fewer level-0
-            # flushes and compactions under a stream of blocks, for ~24 MiB more memory.
+            # LevelDB's default 4 MiB memtable and 2 MiB tables: a 16 MiB memtable with
+            # 8 MiB tables made each compaction a multi-second, 50 MB burst of CPU, and on
+            # one host the validators (writing the same data) compact at the same time.
             db = plyvel.DB(path, create_if_missing=create, paranoid_checks=True, bloom_filter_bits=10,
-                          lru_cache_size=32 * 1024 * 1024, write_buffer_size=16 * 1024 * 1024,
-                          max_file_size=8 * 1024 * 1024)
+                          lru_cache_size=32 * 1024 * 1024)
         except plyvel.IOError as exc:
             raise StoreError("cannot open store at %s (in use by another process?): %s" % (path, exc),
                              reason="store_locked") from None
