@@ -310,14 +310,18 @@ def _add_cluster(sub: argparse._SubParsersAction) -> None:
     down.set_defaults(func=_run_cluster_down)
 
 
+def _verb_group(sub: argparse._SubParsersAction, name: str, help_text: str, description: str):
+    """A verb with actions of its own (``evledger NAME ACTION``)."""
+    verbs = sub.add_parser(name, help=help_text, description=description).add_subparsers(
+        dest="action", metavar="ACTION", parser_class=_Parser)
+    verbs.required = True
+    return verbs
+
+
 def _add_admin(sub: argparse._SubParsersAction) -> None:
-    key = sub.add_parser(
-        "key", help="generate or show a member's key file (setting up across machines)",
-        description="Each institution generates its keys on its own machine and sends only the public key to "
-        "the coordinator who writes genesis.json (docs/operations.md).",
-    )
-    key_verbs = key.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
-    key_verbs.required = True
+    key_verbs = _verb_group(sub, "key", "generate or show a member's key file (setting up across machines)",
+                            "Each institution generates its keys on its own machine and sends only the public "
+                            "key to the coordinator who writes genesis.json (docs/operations.md).")
     gen = key_verbs.add_parser(
         "generate", help="write a fresh Ed25519 key file (mode 0600) and print its public key",
         description="Write a new secret key for member NAME to PATH with mode 0600 (refuses to overwrite an "
@@ -335,13 +339,9 @@ def _add_admin(sub: argparse._SubParsersAction) -> None:
     show.add_argument("path", metavar="PATH", help="a key file")
     show.add_argument("--json", action="store_true", help='print {"name", "public_key", "fingerprint", "path"}')
     show.set_defaults(func=_run_key_show)
-    genesis = sub.add_parser(
-        "genesis", help="check a genesis file and print its fingerprint",
-        description="Every institution checks the genesis it was sent and compares the fingerprint out of band "
-        "before starting its node.",
-    )
-    genesis_verbs = genesis.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
-    genesis_verbs.required = True
+    genesis_verbs = _verb_group(sub, "genesis", "check a genesis file and print its fingerprint",
+                                "Every institution checks the genesis it was sent and compares the fingerprint "
+                                "out of band before starting its node.")
     check = genesis_verbs.add_parser(
         "check", help="validate genesis.json, print its fingerprint and members",
         description="Validate GENESIS with the rules every node applies (exit 2 naming the first bad field) and "
