@@ -443,7 +443,9 @@ def _limit_malloc_arenas() -> None:
     try:
         import ctypes
 
-        ctypes.CDLL("libc.so.6").mallopt(-8, 2)  # M_ARENA_MAX
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-8, 2)  # M_ARENA_MAX
+        libc.mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD, fixed: blocks and frames are mapped and unmapped
     except (OSError, AttributeError):  # not glibc: nothing to tune
         pass
 
