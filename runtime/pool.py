@@ -85,14 +85,18 @@ class DepositPool:
         rid = record.entry.leaf_hash()
         codes = deposit_codes(self.rules.chain_id, record) if isinstance(record.entry.body, Deposit) else []
         keys = deposit_code_keys(self.rules.chain_id, record)  # memoised with the codes: no re-encoding
-        if rid in self.by_request:
-            return Outcome(record, codes, "pending", [None] * len(codes), keys=keys)
+        # The store first: a block is in the store (and reported committed) a moment
+        # before the node releases its records from the pool, once the block is durable.
         try:
             check_record(self.rules, self.store, record, now_ms)
         except EntryRejected as err:
             if err.reason == "already_deposited" and codes and all(self.store.has_code(k) for k in keys):
                 return Outcome(record, codes, "committed", [self.locate_height(k) for k in keys], keys=keys)
+            if rid in self.by_request:
+                return Outcome(record, codes, "pending", [None] * len(codes), keys=keys)
             return Outcome(record, codes, "rejected", error=err, keys=keys)
+        if rid in self.by_request:
+            return Outcome(record, codes, "pending", [None] * len(codes), keys=keys)
         return Outcome(record, codes, "new", [None] * len(codes), keys=keys)
 
     def admit(self, records: Sequence[EntryRecord], now_ms: int) -> list[Outcome]:

@@ -271,3 +271,24 @@ def test_admission_and_validation_agree_on_duplicates_through_the_cache():
     with pytest.raises(EntryRejected) as err:  # a block carrying it again, on top of the stored one
         app.validate(app.tip_of_store(), block)
     assert err.value.reason == "already_deposited"
+
+
+def test_the_pool_reports_committed_as_soon_as_the_store_has_the_block():
+    """A block reaches the store a moment before the node releases its records from
+    the pool (once the block is durable): a resubmission then is committed, not pending."""
+    from ledger.block import CommitCertificate
+    from ledger.chain import LedgerApp
+    from runtime.pool import DepositPool
+
+    store = MemoryStore()
+    app = LedgerApp(RULES, store, GENESIS.validator_set().hash())
+    pool = DepositPool(RULES, store, lambda key: store.locate(key).height, max_pending=100, per_client=100)
+    record = deposit(1, start=4242)
+    assert [o.state for o in pool.admit([record], T)] == ["new"]
+    assert [o.state for o in pool.check([record], T)] == ["pending"]
+    block, tip = app.build(app.tip_of_store(), [record], T, 0, "v1")
+    store.append(block, CommitCertificate(block.header.hash(), ()), BlockIndex.from_effects(1, tip.effects))
+    outcome = pool.check([record], T)[0]
+    assert outcome.state == "committed" and outcome.heights == [1]
+    pool.remove(record.entry.leaf_hash())
+    assert pool.check([record], T)[0].state == "committed" and len(pool) == 0
