@@ -72,6 +72,9 @@ def _retrieve(consortium: cluster.Cluster, deposits: list[dict], evidence: Path)
     api = consortium.nodes[-1].api
     ok = True
     with EvledgerClient(api) as client:
+        # The observer follows the chain a moment behind the validators: wait until
+        # it holds every sample, as a litigant's node would long before anyone asks.
+        client.wait_committed([d["code"] for d in deposits], timeout=30)
         first = deposits[0]
         answer = client.verify(first["code"], hash_file(first["file"]))
         _say("  %s + %s -> %s (block %s, deposited %s by %s)" % (
