@@ -41,6 +41,7 @@ from .codes import DepositCode, derive_code
 from .codec import Fields, decode, encode, encode_wire, Limits, DEFAULT_LIMITS
 from .crypto import PublicKey, SecretKey
 from .errors import DecodeError
+from .memo import BoundedMemo
 from .wire import KINDS, check_spec, from_wire, normalise, to_wire
 
 ENTRY_VERSION = 1
@@ -342,35 +343,6 @@ def _items_from_wire(item_list: list) -> tuple[tuple[DepositItem, ...], bytes]:
             add_leaf(sha256(b"\x00" + pack(it, use_bin_type=True)).digest())
         add_item(item)
     return tuple(items), merkle.root(leaves)
-
-
-class BoundedMemo:
-    """A bounded memo of pure results (oldest forgotten first); ``weight`` bounds the memory.
-
-    A node meets every record several times (its own admission or a peer's forward,
-    the pre-prepare, the commit); what depends only on signed bytes is computed once
-    (records here, codes and signature checks in ``ledger.state``)."""
-
-    __slots__ = ("data", "weight", "limit")
-
-    def __init__(self, limit: int):
-        self.data: dict = {}
-        self.weight = 0
-        self.limit = limit
-
-    def get(self, key):
-        hit = self.data.get(key)
-        return None if hit is None else hit[0]
-
-    def put(self, key, value, weight: int = 1) -> None:
-        data = self.data
-        old = data.pop(key, None)
-        if old is not None:
-            self.weight -= old[1]
-        while data and self.weight + weight > self.limit:
-            self.weight -= data.pop(next(iter(data)))[1]
-        data[key] = (value, weight)
-        self.weight += weight
 
 
 # signature -> (encoded record, EntryRecord), weighted by encoded bytes: 4 MiB of

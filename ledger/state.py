@@ -75,7 +75,7 @@ from .crypto import PublicKey
 from .errors import EntryRejected, SignatureError
 from .genesis import EntryLimits, Genesis
 from .model import CALLER_ROLES, AccessRecord, CaseEvent, CreditEvent, Deposit, Entry, EntryRecord
-from .model import BoundedMemo as _Memo
+from .memo import BoundedMemo as _Memo
 
 __all__ = [
     "SIGNER_ROLES",

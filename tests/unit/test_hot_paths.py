@@ -22,6 +22,7 @@ from ledger.codes import derive_code, derive_codes
 from ledger.leveldb_store import LevelDBStore
 from ledger.model import DepositItem, EntryRecord, make_deposit
 from ledger.state import Rules, _check_items, _items_pass, check_record
+from ledger.memo import BoundedMemo
 from ledger.memory_store import MemoryStore
 from ledger.store import BlockIndex, Location
 from ledger.store_types import AbsentCodes, _keyed, check_code_key, check_code_keys
@@ -103,7 +104,7 @@ def test_the_memo_never_returns_a_record_for_other_bytes_under_the_same_signatur
 
 
 def test_the_memo_is_bounded_by_items():
-    memo = model.BoundedMemo(10)
+    memo = BoundedMemo(10)
     for i in range(6):
         memo.put(i, str(i), weight=3)
     assert memo.weight <= 10 and memo.get(0) is None and memo.get(5) == "5"
