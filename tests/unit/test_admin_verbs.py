@@ -98,3 +98,13 @@ def test_every_admin_verb_has_help(argv, capsys):
     with pytest.raises(SystemExit) as exit_:
         cli.main(argv)
     assert exit_.value.code == 0 and "usage:" in capsys.readouterr().out
+
+
+def test_key_show_refuses_a_malformed_key_file(tmp_path, capsys):
+    path = tmp_path / "garbage.key"
+    path.write_text("not a key file\n")
+    os.chmod(path, 0o600)
+    code, out, err = run(capsys, "key", "show", str(path))
+    assert code == 2 and out == "" and "garbage.key" in err
+    code, _, err = run(capsys, "key", "show", str(tmp_path / "missing.key"))
+    assert code == 2 and "does not exist" in err
