@@ -16,7 +16,8 @@ The action list is a contract the node must honour, in list order:
    exactly once per process lifetime, each extending the previous one).
 4. ``Fetch`` — ask ``peer`` for committed blocks ``[from_height, to_height]``; answer
    later with a ``FetchResult`` event (possibly partial or empty).
-5. ``Suspect`` / ``Dropped`` / ``ViewChangeStarted`` / ``ViewChanged`` / ``RequestDropped`` —
+5. ``Suspect`` / ``Dropped`` / ``Complained`` / ``ViewChangeStarted`` / ``ViewChanged`` /
+   ``RequestDropped`` —
    informational (logs, metrics, peer scoring).
 6. ``SetTimer`` — at most one, last: call ``step(TimerFired(), t)`` at or after
    ``deadline`` (``None`` cancels).  Equal to ``Replica.next_deadline()``.
@@ -134,11 +135,23 @@ class RequestDropped:
 
 
 @dataclass(frozen=True, slots=True)
+class Complained:
+    """Informational: nothing was delivered for ``waited_ms`` with work outstanding, so
+    this replica broadcast a COMPLAINT about ``view`` (it stays in the view until f+1
+    replicas complain)."""
+
+    view: int
+    waited_ms: int
+
+
+@dataclass(frozen=True, slots=True)
 class ViewChangeStarted:
     """This replica left ``view - 1`` and asks for ``view``; ``reason`` says why:
-    ``progress_timeout`` (work outstanding, nothing delivered for ``waited_ms``),
-    ``view_change_timeout`` (the last view change did not complete), ``joined``
-    (f+1 peers ask for a later view) or ``primary_fault`` (proof the primary is faulty)."""
+    ``progress_timeout`` (its own progress timer completed f+1 complaints; nothing
+    delivered for ``waited_ms``), ``complaints`` (f+1 peers complained from at least
+    its height), ``view_change_timeout`` (the last view change did not complete),
+    ``joined`` (f+1 peers ask for a later view) or ``primary_fault`` (proof the
+    primary is faulty)."""
 
     view: int
     reason: str
@@ -152,4 +165,4 @@ class ViewChanged:
 
 
 Action = Union[Persist, Send, Broadcast, Deliver, Fetch, SetTimer, Suspect, Dropped, RequestDropped,
-               ViewChangeStarted, ViewChanged]
+               Complained, ViewChangeStarted, ViewChanged]

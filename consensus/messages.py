@@ -33,6 +33,9 @@ view_change       ``[new_view, stable_seq, stable_digest, checkpoint_proof,
                   prepared]`` — proof: checkpoint envelopes; prepared: list of
                   ``[pre_prepare_envelope, [prepare_envelope, ...]]``
 new_view          ``[view, view_change_envelopes, pre_prepare_envelopes]``
+complaint         ``[view, seq]`` — "nothing delivered beyond ``seq`` in
+                  ``view`` for a progress timeout" (the complain step before
+                  a view change, docs/consensus.md)
 ================  ==========================================================
 """
 
@@ -47,7 +50,7 @@ from ledger.errors import DecodeError
 
 ENVELOPE_TAG = "pbft"
 ENVELOPE_VERSION = 1
-KINDS = ("pre_prepare", "prepare", "commit", "checkpoint", "view_change", "new_view")
+KINDS = ("pre_prepare", "prepare", "commit", "checkpoint", "view_change", "new_view", "complaint")
 CONTEXT = {kind: "consensus/" + kind for kind in KINDS}
 MAX_SEQ = 2**63 - 1
 MAX_VIEW = 2**63 - 1
@@ -155,9 +158,18 @@ class NewView:
         return [self.view, list(self.view_changes), list(self.pre_prepares)]
 
 
-Message = Union[PrePrepare, Prepare, Commit, Checkpoint, ViewChange, NewView]
+@dataclass(frozen=True, slots=True)
+class Complaint:
+    view: int
+    seq: int  # the sender's last delivered height when it complained
+
+    def body(self) -> list:
+        return [self.view, self.seq]
+
+
+Message = Union[PrePrepare, Prepare, Commit, Checkpoint, ViewChange, NewView, Complaint]
 KIND_OF = {PrePrepare: "pre_prepare", Prepare: "prepare", Commit: "commit", Checkpoint: "checkpoint",
-           ViewChange: "view_change", NewView: "new_view"}
+           ViewChange: "view_change", NewView: "new_view", Complaint: "complaint"}
 
 
 def _bytes_list(reader: Fields, name: str, max_len: int) -> tuple[bytes, ...]:
@@ -202,6 +214,9 @@ def parse_body(env: Envelope) -> Message:
         r = Fields(kind, items, 3)
         view = r.int("view", 1, MAX_VIEW)
         return NewView(view, _bytes_list(r, "view_changes", MAX_VALIDATORS), _bytes_list(r, "pre_prepares", MAX_PREPARED))
+    if kind == "complaint":
+        r = Fields(kind, items, 2)
+        return Complaint(r.int("view", 0, MAX_VIEW), r.int("seq", 0, MAX_SEQ))
     raise DecodeError("unknown kind %r" % kind)  # pragma: no cover - open_envelope refuses it
 
 

@@ -41,7 +41,8 @@ from .checkpoint import CheckpointState
 from .requests import request_id
 from .errors import Misuse, PeerFault
 from .log import Slot, discard_below
-from .messages import CONTEXT, Checkpoint, Commit, NewView, PrePrepare, Prepare, ViewChange, open_envelope, parse_body
+from .messages import (CONTEXT, Checkpoint, Commit, Complaint, NewView, PrePrepare, Prepare, ViewChange, open_envelope,
+                       parse_body)
 from .params import Params
 from .requests import RequestQueue
 from .state_transfer import TransferState
@@ -253,7 +254,7 @@ class Replica:
             if self.in_vc:
                 deadlines.append(self.vc.deadline)
             elif self.work_since is not None:
-                deadlines.append(self.work_since + view_change.timeout(self))
+                deadlines.append(view_change.progress_deadline(self))
             if self.in_vc or self.work_since is not None:
                 deadlines.append(self.last_retransmit + self.params.retransmit_ms)
             if self.can_propose():
@@ -319,8 +320,8 @@ class Replica:
         if self.in_vc:
             if self.vc.deadline is not None and now >= self.vc.deadline:
                 self.start_view_change(self.view + 1, now, "view_change_timeout")
-        elif self.work_since is not None and now >= self.work_since + view_change.timeout(self):
-            self.start_view_change(self.view + 1, now, "progress_timeout")
+        elif self.work_since is not None and now >= view_change.progress_deadline(self):
+            view_change.complain(self, now)
         if now >= self.last_retransmit + self.params.retransmit_ms:
             self.last_retransmit = now
             from .retransmit import retransmit
@@ -374,6 +375,8 @@ class Replica:
             view_change.on_view_change(self, sender, data, msg, now)
         elif isinstance(msg, NewView):
             view_change.on_new_view(self, sender, data, msg, now)
+        elif isinstance(msg, Complaint):
+            view_change.on_complaint(self, sender, msg, now)
 
     def _admit(self, sender: str, data: bytes, msg: Any) -> str | None:
         """Cheap checks before any signature: None to process, else BUFFER/DUPLICATE/reason."""
@@ -384,6 +387,15 @@ class Replica:
             if reason is None and sender in self.ckpt.votes.get(msg.seq, {}):
                 return DUPLICATE
             return reason
+        if isinstance(msg, Complaint):
+            if msg.view < self.view:  # it missed our NEW-VIEW
+                view_change.stale_view_change(self, sender, msg.view + 1)
+                return "stale_view"
+            if msg.view > self.view or self.in_vc:
+                return "not_this_view"
+            if self.vc.complaints.get(sender, (-1, -1)) >= (msg.view, msg.seq):
+                return DUPLICATE
+            return None
         if isinstance(msg, ViewChange):
             if msg.new_view < self.view or (msg.new_view == self.view and not self.in_vc):
                 view_change.stale_view_change(self, sender, msg.new_view)

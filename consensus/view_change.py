@@ -3,10 +3,18 @@
 Theory of operation
 -------------------
 A backup whose progress timer expires (work outstanding, nothing delivered for
-``timeout(k)``), or that holds proof that the primary is faulty (an invalid or
-equivocating pre-prepare), moves to view ``v + 1``: it stops accepting normal-case
-messages, persists and broadcasts VIEW-CHANGE(v+1, stable checkpoint + proof,
-prepared certificates above it).  ``timeout(k) = base * 2**k`` where ``k`` counts view
+``timeout(k)``) first *complains*: it broadcasts COMPLAINT(v, last delivered) and
+keeps working in view ``v``, re-complaining every ``timeout(k)`` while it stays
+stuck.  It moves to view ``v + 1`` once f+1 replicas (itself included) complain
+about ``v`` from at least as far as it got — so at least one correct replica is
+stuck where it is stuck.  A complaint from behind our own delivered height does not
+count: the chain moved on after it.  One starved or partitioned replica therefore
+no longer leaves the protocol on its own (which left the cluster one fault from
+stopping until the next real view change); a dead primary still costs only one
+message delay more.  A replica that holds proof that the primary is faulty (an
+invalid or equivocating pre-prepare) moves at once.  Moving to ``v + 1`` means: it
+stops accepting normal-case messages, persists and broadcasts VIEW-CHANGE(v+1,
+stable checkpoint + proof, prepared certificates above it).  ``timeout(k) = base * 2**k`` where ``k`` counts view
 changes since the last delivered block, so it backs off exponentially and resets
 after progress.  As in the paper, the view-change timer only starts once a quorum
 of VIEW-CHANGEs for the view is in (a lone replica waits instead of running ahead in
@@ -40,11 +48,11 @@ from ledger.block import ZERO_HASH, Block
 from ledger.codec import encode
 from ledger.errors import DecodeError, SignatureError
 
-from . import io, ordering
+from . import checkpoint, io, ordering
 from .requests import request_id
 from .errors import InvariantViolation, PeerFault
 from .log import reset_for_view
-from .messages import NewView, ViewChange, open_signed, seal, seal_pre_prepare
+from .messages import Complaint, NewView, ViewChange, open_signed, seal, seal_pre_prepare
 
 if TYPE_CHECKING:  # pragma: no cover
     from .replica import Replica
@@ -57,6 +65,7 @@ class VCInfo:
     stable_seq: int
     stable_digest: bytes
     certs: dict  # seq -> (view, digest, block)
+    proof: tuple = ()  # the checkpoint envelopes proving (stable_seq, stable_digest)
 
 
 @dataclass(slots=True)
@@ -67,14 +76,50 @@ class ViewChangeState:
     deadline: int | None = None       # view-change timer (armed after a quorum of VIEW-CHANGEs)
     deferred: tuple | None = None     # NEW-VIEW waiting for state transfer
     replied: dict[str, int] = field(default_factory=dict)  # sender -> view we answered with NEW-VIEW
+    complaints: dict[str, tuple[int, int]] = field(default_factory=dict)  # sender -> (view, its delivered seq)
+    complained_at: int | None = None  # when we last complained in the current view
 
     def size(self) -> int:
-        return len(self.votes) + len(self.replied)
+        return len(self.votes) + len(self.replied) + len(self.complaints)
 
 
 def timeout(r: "Replica") -> int:
     p = r.params
     return min(p.view_change_timeout_ms << min(r.failed_views, 30), p.max_view_change_timeout_ms)
+
+
+def progress_deadline(r: "Replica") -> int | None:
+    """When the progress timer fires next: ``timeout`` after the later of the last
+    delivery (or the work arriving) and our last complaint in this view."""
+    if r.work_since is None:
+        return None
+    return max(r.work_since, r.vc.complained_at or 0) + timeout(r)
+
+
+def complain(r: "Replica", now: int) -> None:
+    """Our progress timer expired: tell the others, and count ourselves."""
+    st = r.vc
+    st.complained_at = now
+    st.complaints[r.name] = (r.view, r.last_delivered)
+    r.emit(io.Complained(r.view, now - r.work_since if r.work_since is not None else 0))
+    r.emit(io.Broadcast(seal(Complaint(r.view, r.last_delivered), r.name, r.auth)))
+    _count_complaints(r, now)
+
+
+def on_complaint(r: "Replica", sender: str, msg: Complaint, now: int) -> None:
+    held = r.vc.complaints.get(sender)
+    if held is None or (msg.view, msg.seq) > held:
+        r.vc.complaints[sender] = (msg.view, msg.seq)
+    _count_complaints(r, now)
+
+
+def _count_complaints(r: "Replica", now: int) -> None:
+    """f+1 complaints about this view from at least our delivered height: change view."""
+    if r.in_vc:
+        return
+    stuck = [s for s, (view, seq) in r.vc.complaints.items() if view == r.view and seq >= r.last_delivered]
+    if len(stuck) >= r.f + 1:
+        start_view_change(r, r.view + 1, now, "progress_timeout" if r.name in stuck else "complaints")
 
 
 def start_view_change(r: "Replica", new_view: int, now: int, reason: str = "primary_fault") -> None:
@@ -85,7 +130,8 @@ def start_view_change(r: "Replica", new_view: int, now: int, reason: str = "prim
     r.view, r.in_vc = new_view, True
     r.failed_views += 1
     st = r.vc
-    st.deadline, st.deferred = None, None
+    st.deadline, st.deferred, st.complained_at = None, None, None
+    st.complaints = {s: c for s, c in st.complaints.items() if c[0] >= new_view}
     reset_for_view(r.slots, new_view)
     r.requests.reset_proposed(())
     stable = r.ckpt.stable_seq
@@ -105,6 +151,7 @@ def start_view_change(r: "Replica", new_view: int, now: int, reason: str = "prim
 def on_view_change(r: "Replica", sender: str, data: bytes, msg: ViewChange, now: int) -> None:
     info = verify_view_change(r, sender, msg)
     r.vc.votes[sender] = (msg.new_view, data, info)
+    adopt_stable(r, info)
     _progress(r, now)
 
 
@@ -137,7 +184,17 @@ def verify_view_change(r: "Replica", sender: str, msg: ViewChange) -> VCInfo:
             certs[seq] = cert
     except (DecodeError, SignatureError) as exc:
         raise PeerFault("view-change: %s" % str(exc)[:120], reason="bad_view_change") from None
-    return VCInfo(sender, msg.new_view, msg.stable_seq, msg.stable_digest, certs)
+    return VCInfo(sender, msg.new_view, msg.stable_seq, msg.stable_digest, certs, msg.checkpoint_proof)
+
+
+def adopt_stable(r: "Replica", info: VCInfo) -> None:
+    """A VIEW-CHANGE proves its stable checkpoint (``quorum`` signed CHECKPOINTs): a
+    replica that missed those votes adopts it.  Without this, a replica that delivered
+    past a checkpoint it never saw become stable (it restarted, or caught up by state
+    transfer while a peer was silent) keeps its high watermark there and buffers every
+    later block for ever, and one more silent peer stops the cluster (simulator seed 458)."""
+    if info.stable_seq > r.ckpt.stable_seq:
+        checkpoint.make_stable(r, info.stable_seq, info.stable_digest, info.proof)
 
 
 def _verify_checkpoint_proof(r: "Replica", msg: ViewChange) -> None:
@@ -237,6 +294,7 @@ def on_new_view(r: "Replica", sender: str, data: bytes, msg: NewView, now: int) 
             if info is None:
                 env, vc = open_signed(vc_bytes, r.auth, r.params.max_message_bytes, "view_change")
                 info = verify_view_change(r, env.sender, vc)
+            adopt_stable(r, info)
             if info.view != msg.view or info.sender in seen:
                 raise PeerFault("NEW-VIEW carries a wrong or repeated VIEW-CHANGE", reason="bad_new_view")
             seen.add(info.sender)
@@ -278,6 +336,8 @@ def enter_view(r: "Replica", view: int, nv_bytes: bytes, pps: list[tuple[int, by
     st = r.vc
     st.deadline, st.deferred, st.new_view, st.own = None, None, nv_bytes, None
     st.votes = {s: v for s, v in st.votes.items() if v[0] > view}
+    st.complaints = {s: c for s, c in st.complaints.items() if c[0] >= view}
+    st.complained_at = None
     st.replied.clear()
     r.persist(("view", encode([view, 0])))
     r.requests.reset_proposed(request_id(rec) for s in r.slots.values() if s.committed for rec in s.block.records)

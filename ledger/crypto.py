@@ -57,6 +57,7 @@ CONTEXTS = frozenset(
         "consensus/checkpoint",
         "consensus/view_change",
         "consensus/new_view",
+        "consensus/complaint",
         "consensus/state_transfer",
         "peer/handshake",
         "http/request",

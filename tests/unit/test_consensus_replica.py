@@ -7,11 +7,11 @@ from hypothesis import strategies as st
 from ledger.block import ValidatorSet
 from ledger.crypto import SecretKey
 
-from consensus import io
+from consensus import io, view_change
 from consensus.auth import Ed25519Auth
 from consensus.errors import Misuse
 from ledger.block import Block
-from consensus.messages import PrePrepare, Prepare, ViewChange, open_envelope, parse_body, seal
+from consensus.messages import Commit, Complaint, PrePrepare, Prepare, ViewChange, open_envelope, parse_body, seal
 from consensus.params import Params
 from consensus.replica import Replica
 from tests.sim.app import CHAIN_ID, GENESIS_TIP, SimApp, make_record
@@ -197,13 +197,22 @@ def test_block_decoding_of_a_pre_prepare_round_trips():
     assert block.header.height == 1 and block.records == (make_record("c", 0),)
 
 
+def complaint(sender, view=0, seq=0):
+    return io.MessageReceived(sender, seal(Complaint(view, seq), sender, auth(sender)))
+
+
 def test_a_view_change_says_why_it_started():
     r = replica("v1")
     r.step(io.ClientRequest(make_record("c", 1)), T0)
     timeout = PARAMS.view_change_timeout_ms
-    assert not of(r.step(io.TimerFired(), T0 + timeout - 1), io.ViewChangeStarted)
-    started = of(r.step(io.TimerFired(), T0 + timeout), io.ViewChangeStarted)
-    assert started == [io.ViewChangeStarted(1, "progress_timeout", timeout)]
+    assert not of(r.step(io.TimerFired(), T0 + timeout - 1), io.Complained)
+    assert of(r.step(io.TimerFired(), T0 + timeout), io.Complained) == [io.Complained(0, timeout)]
+    started = of(r.step(complaint("v2"), T0 + timeout + 5), io.ViewChangeStarted)
+    assert started == [io.ViewChangeStarted(1, "progress_timeout", timeout + 5)]
+    r = replica("v1")
+    r.step(complaint("v2"), T0)
+    started = of(r.step(complaint("v3"), T0), io.ViewChangeStarted)
+    assert [(a.view, a.reason) for a in started] == [(1, "complaints")]
     pp_a, pp_b = pre_prepare(), pre_prepare(now=T0 + 1, records=1)
     r = replica("v1")
     r.step(io.MessageReceived("v0", pp_a), T0 + 20)
@@ -219,3 +228,84 @@ def test_an_idle_primary_proposes_at_once_and_a_busy_one_batches():
     assert not of(out, io.Broadcast)
     out = p.step(io.TimerFired(), T0 + 1 + PARAMS.batch_delay_ms)
     assert [kind_of(a.data) for a in of(out, io.Broadcast)] == ["pre_prepare"]
+
+
+def test_a_lone_complaint_keeps_the_replica_in_its_view_and_re_complains():
+    # A starved replica must not leave the protocol on its own (the 10-minute bench's
+    # lone replica in a later view): it complains, stays, and complains again.
+    r = replica("v1")
+    r.step(io.ClientRequest(make_record("c", 1)), T0)
+    timeout = PARAMS.view_change_timeout_ms
+    out = r.step(io.TimerFired(), T0 + timeout)
+    sent = [a.data for a in of(out, io.Broadcast) if kind_of(a.data) == "complaint"]
+    assert len(sent) == 1 and parse_body(open_envelope(sent[0], 1 << 16)) == Complaint(0, 0)
+    assert r.view == 0 and not r.in_vc
+    assert view_change.progress_deadline(r) == T0 + 2 * timeout
+    retransmit = r.step(io.TimerFired(), T0 + 2 * timeout - 1)
+    assert not [a for a in of(retransmit, io.Broadcast) if kind_of(a.data) == "complaint"]
+    again = r.step(io.TimerFired(), T0 + 2 * timeout)
+    assert [a for a in of(again, io.Broadcast) if kind_of(a.data) == "complaint"]
+    assert r.view == 0 and not r.in_vc
+
+
+def _vote(name, phase, pp=None):
+    """``name``'s PREPARE or COMMIT for the block of ``pre_prepare()`` (view 0, seq 1)."""
+    block = Block.from_wire(parse_body(open_envelope(pp or pre_prepare(), 1 << 20)).block_wire)
+    digest = block.header.hash()
+    if phase == "prepare":
+        return seal(Prepare(0, 1, digest), name, auth(name))
+    return seal(Commit(0, 1, digest, auth(name).sign_block(block.header)), name, auth(name))
+
+
+def test_a_complaint_from_behind_our_height_does_not_count():
+    # The chain moved on after that complaint: it is no evidence against the primary.
+    r = replica("v1")
+    r.step(complaint("v2", seq=0), T0)
+    r.step(io.MessageReceived("v0", pre_prepare()), T0 + 20)
+    for name in ("v2", "v3"):
+        r.step(io.MessageReceived(name, _vote(name, "prepare")), T0 + 21)
+    for name in ("v0", "v2", "v3"):
+        r.step(io.MessageReceived(name, _vote(name, "commit")), T0 + 22)
+    assert r.last_delivered == 1
+    r.step(complaint("v3", seq=0), T0 + 23)
+    assert r.view == 0 and not r.in_vc
+    r.step(complaint("v3", seq=1), T0 + 24)
+    assert r.view == 0 and not r.in_vc  # v2's complaint is still from behind
+    r.step(complaint("v2", seq=1), T0 + 25)
+    assert r.view == 1 and r.in_vc
+
+
+def test_complaints_are_checked_before_they_count():
+    r = replica("v1")
+    assert of(r.step(complaint("v2", view=3), T0), io.Dropped)[0].reason == "not_this_view"
+    r.step(complaint("v2"), T0)
+    r.step(complaint("v2"), T0)  # a repeat is not a second voice
+    assert r.stats.get("duplicate", 0) == 1 and r.view == 0
+    forged = seal(Complaint(0, 0), "v3", auth("v2"))
+    assert of(r.step(io.MessageReceived("v3", forged), T0), io.Suspect)[0].reason == "bad_signature"
+    assert r.view == 0 and not r.in_vc
+    out = r.step(io.MessageReceived("mallory", seal(Complaint(0, 0), "mallory", auth("mallory"))), T0)
+    assert of(out, io.Dropped)[0].reason == "not_a_validator" and r.view == 0
+
+
+def test_a_complaint_from_an_older_view_gets_the_new_view():
+    # A replica that missed a NEW-VIEW complains in its old view; the answer lets it catch up.
+    replicas = {n: replica(n) for n in NAMES}
+    msgs = []
+    for n in ("v1", "v2", "v3"):
+        out = replicas[n].step(complaint("v0" if n != "v0" else "v1"), T0)
+        out += replicas[n].step(complaint("v2" if n != "v2" else "v3"), T0)
+        msgs += [(n, a.data) for a in of(out, io.Broadcast)]
+    # deliver the view changes among v1..v3 until v1 (primary of view 1) sends NEW-VIEW
+    for _ in range(3):
+        nxt = []
+        for sender, data in msgs:
+            for n in ("v1", "v2", "v3"):
+                if n != sender:
+                    nxt += [(n, a.data) for a in of(replicas[n].step(io.MessageReceived(sender, data), T0 + 1),
+                                                     io.Broadcast)]
+        msgs = nxt
+    assert replicas["v1"].view == 1 and not replicas["v1"].in_vc
+    out = replicas["v1"].step(complaint("v0", view=0), T0 + 2)
+    sent = of(out, io.Send)
+    assert sent and sent[0].to == "v0" and kind_of(sent[0].data) == "new_view"
