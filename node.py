@@ -63,6 +63,7 @@ from runtime import peerwire
 from runtime.auth import RequestVerifier
 from runtime.config import NodeSetup
 from runtime.http_api import Api
+from runtime.replica_timer import ReplicaTimer
 from runtime import node_metrics
 from runtime.metrics import Registry
 from runtime.pool import DepositPool
@@ -141,7 +142,7 @@ class Node:
         self.replica: Replica | None = None
         self.transport: PeerTransport | None = None
         self._runner: web.AppRunner | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer = ReplicaTimer(self._on_timer)  # deferred once after a loop stall (runtime/replica_timer.py)
         self._last_now = 0
         self._stopping = asyncio.Event()
         self._actions: deque = deque()  # replica actions not carried out yet, in order
@@ -189,8 +190,7 @@ class Node:
     async def stop(self) -> None:
         self._lag_probe.stop()
         self._gc_timer.remove()
-        if self._timer is not None:
-            self._timer.cancel()
+        self._timer.cancel()
         if self._runner is not None:
             await self._runner.cleanup()
         if self.transport is not None:
@@ -312,6 +312,10 @@ class Node:
         elif kind is io.RequestDropped:
             self.pool.remove(action.request_id)
             self.m_dropped_requests.inc(action.reason)
+        elif kind is io.Complained:
+            self.m_complaints.inc()
+            log.warning("nothing delivered for %d ms in view %d: complaining (f+1 complaints change the view)",
+                        action.waited_ms, action.view)
         elif kind is io.ViewChangeStarted:
             log.warning("asking for view %d: %s%s", action.view, action.reason,
                         " (nothing delivered for %d ms)" % action.waited_ms if action.reason == "progress_timeout" else "")
@@ -324,15 +328,9 @@ class Node:
                 log.warning("peer %s suspected: %s", action.peer, action.reason)
 
     def _set_timer(self, deadline: int | None) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if deadline is not None:
-            delay = max(0.0, (deadline - self.now_ms()) / 1000)
-            self._timer = asyncio.get_running_loop().call_later(delay, self._on_timer)
+        self._timer.set(None if deadline is None else (deadline - self.now_ms()) / 1000)
 
     def _on_timer(self) -> None:
-        self._timer = None
         self.step(io.TimerFired())
 
     def _index_of(self, block: Block) -> BlockIndex:

@@ -36,6 +36,8 @@ def register(node: Any) -> None:
     node.m_commits = reg.add(Counter("evledger_blocks_committed_total", "blocks committed by this node"))
     node.m_items = reg.add(Counter("evledger_items_committed_total", "deposit items and entries committed"))
     node.m_view_changes = reg.add(Counter("evledger_view_changes_total", "views entered"))
+    node.m_complaints = reg.add(Counter("evledger_complaints_total",
+                                        "progress timeouts: COMPLAINTs this node sent about its view"))
     node.m_dropped_requests = reg.add(Counter("evledger_requests_dropped_total", "client requests dropped",
                                               ("reason",)))
     node.m_peer_faults = reg.add(Counter("evledger_peer_messages_refused_total", "peer messages refused",
