@@ -30,8 +30,10 @@ prepare           ``[view, seq, digest]``
 commit            ``[view, seq, digest, block_sig]``
 checkpoint        ``[seq, digest]``
 view_change       ``[new_view, stable_seq, stable_digest, checkpoint_proof,
-                  prepared]`` — proof: checkpoint envelopes; prepared: list of
-                  ``[pre_prepare_envelope, [prepare_envelope, ...]]``
+                  prepared, complaints]`` — proof: checkpoint envelopes; prepared:
+                  list of ``[pre_prepare_envelope, [prepare_envelope, ...]]``;
+                  complaints: the f+1 complaint envelopes about ``new_view - 1``
+                  that made the sender move (empty for other reasons)
 new_view          ``[view, view_change_envelopes, pre_prepare_envelopes]``
 complaint         ``[view, seq]`` — "nothing delivered beyond ``seq`` in
                   ``view`` for a progress timeout" (the complain step before
@@ -137,6 +139,7 @@ class ViewChange:
     stable_digest: bytes
     checkpoint_proof: tuple[bytes, ...]
     prepared: tuple[tuple[bytes, tuple[bytes, ...]], ...]
+    complaints: tuple[bytes, ...] = ()
 
     def body(self) -> list:
         return [
@@ -145,6 +148,7 @@ class ViewChange:
             self.stable_digest,
             list(self.checkpoint_proof),
             [[pp, list(prepares)] for pp, prepares in self.prepared],
+            list(self.complaints),
         ]
 
 
@@ -199,7 +203,7 @@ def parse_body(env: Envelope) -> Message:
         r = Fields(kind, items, 2)
         return Checkpoint(r.int("seq", 1, MAX_SEQ), r.bytes("digest", 32, 32))
     if kind == "view_change":
-        r = Fields(kind, items, 5)
+        r = Fields(kind, items, 6)
         new_view = r.int("new_view", 1, MAX_VIEW)
         stable_seq = r.int("stable_seq", 0, MAX_SEQ)
         stable_digest = r.bytes("stable_digest", 32, 32)
@@ -209,7 +213,8 @@ def parse_body(env: Envelope) -> Message:
             p = Fields("view_change.prepared[%d]" % i, pair, 2)
             pp = p.bytes("pre_prepare", None, MAX_NESTED)
             prepared.append((pp, _bytes_list(p, "prepares", MAX_VALIDATORS)))
-        return ViewChange(new_view, stable_seq, stable_digest, proof, tuple(prepared))
+        complaints = _bytes_list(r, "complaints", MAX_VALIDATORS)
+        return ViewChange(new_view, stable_seq, stable_digest, proof, tuple(prepared), complaints)
     if kind == "new_view":
         r = Fields(kind, items, 3)
         view = r.int("view", 1, MAX_VIEW)

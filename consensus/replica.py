@@ -376,7 +376,7 @@ class Replica:
         elif isinstance(msg, NewView):
             view_change.on_new_view(self, sender, data, msg, now)
         elif isinstance(msg, Complaint):
-            view_change.on_complaint(self, sender, msg, now)
+            view_change.on_complaint(self, sender, data, msg, now)
 
     def _admit(self, sender: str, data: bytes, msg: Any) -> str | None:
         """Cheap checks before any signature: None to process, else BUFFER/DUPLICATE/reason."""
@@ -393,7 +393,7 @@ class Replica:
                 return "stale_view"
             if msg.view > self.view or self.in_vc:
                 return "not_this_view"
-            if self.vc.complaints.get(sender, (-1, -1)) >= (msg.view, msg.seq):
+            if self.vc.complaints.get(sender, (-1, -1))[:2] >= (msg.view, msg.seq):
                 return DUPLICATE
             return None
         if isinstance(msg, ViewChange):

@@ -11,12 +11,15 @@ stuck where it is stuck.  A complaint from behind our own delivered height does 
 count: the chain moved on after it.  One starved or partitioned replica therefore
 no longer leaves the protocol on its own (which left the cluster one fault from
 stopping until the next real view change); a dead primary still costs only one
-message delay more.  A replica that holds proof that the primary is faulty (an
-invalid or equivocating pre-prepare) moves at once.  Moving to ``v + 1`` means: it
-stops accepting normal-case messages, persists and broadcasts VIEW-CHANGE(v+1,
-stable checkpoint + proof, prepared certificates above it).  ``timeout(k) = base * 2**k`` where ``k`` counts view
-changes since the last delivered block, so it backs off exponentially and resets
-after progress.  As in the paper, the view-change timer only starts once a quorum
+message delay more.  Its VIEW-CHANGE carries the f+1 complaints, and a replica
+still in ``v`` that receives it follows (``join_justified``): replicas at different
+heights count differently, and without this one of them could still end up alone.
+A replica that holds proof that the primary is faulty (an invalid or equivocating
+pre-prepare) moves at once.  Moving to ``v + 1`` means: it stops accepting
+normal-case messages, persists and broadcasts VIEW-CHANGE(v+1, stable checkpoint +
+proof, prepared certificates above it, complaints).  ``timeout(k) = base * 2**k``
+where ``k`` counts view changes since the last delivered block, so it backs off
+exponentially and resets after progress.  As in the paper, the view-change timer only starts once a quorum
 of VIEW-CHANGEs for the view is in (a lone replica waits instead of running ahead in
 views, polygon-edge #187), and a replica that sees f+1 VIEW-CHANGEs for higher views
 joins the smallest of them (§4.5.2).  A replica that is in an older view and sends
@@ -76,7 +79,7 @@ class ViewChangeState:
     deadline: int | None = None       # view-change timer (armed after a quorum of VIEW-CHANGEs)
     deferred: tuple | None = None     # NEW-VIEW waiting for state transfer
     replied: dict[str, int] = field(default_factory=dict)  # sender -> view we answered with NEW-VIEW
-    complaints: dict[str, tuple[int, int]] = field(default_factory=dict)  # sender -> (view, its delivered seq)
+    complaints: dict[str, tuple[int, int, bytes]] = field(default_factory=dict)  # sender -> (view, seq, envelope)
     complained_at: int | None = None  # when we last complained in the current view
 
     def size(self) -> int:
@@ -100,29 +103,55 @@ def complain(r: "Replica", now: int) -> None:
     """Our progress timer expired: tell the others, and count ourselves."""
     st = r.vc
     st.complained_at = now
-    st.complaints[r.name] = (r.view, r.last_delivered)
+    data = seal(Complaint(r.view, r.last_delivered), r.name, r.auth)
+    st.complaints[r.name] = (r.view, r.last_delivered, data)
     r.emit(io.Complained(r.view, now - r.work_since if r.work_since is not None else 0))
-    r.emit(io.Broadcast(seal(Complaint(r.view, r.last_delivered), r.name, r.auth)))
+    r.emit(io.Broadcast(data))
     _count_complaints(r, now)
 
 
-def on_complaint(r: "Replica", sender: str, msg: Complaint, now: int) -> None:
+def on_complaint(r: "Replica", sender: str, data: bytes, msg: Complaint, now: int) -> None:
     held = r.vc.complaints.get(sender)
-    if held is None or (msg.view, msg.seq) > held:
-        r.vc.complaints[sender] = (msg.view, msg.seq)
+    if held is None or (msg.view, msg.seq) > held[:2]:
+        r.vc.complaints[sender] = (msg.view, msg.seq, data)
     _count_complaints(r, now)
 
 
 def _count_complaints(r: "Replica", now: int) -> None:
-    """f+1 complaints about this view from at least our delivered height: change view."""
+    """f+1 complaints about this view from at least our delivered height: change view,
+    carrying those complaints so that the others follow (``join_justified``)."""
     if r.in_vc:
         return
-    stuck = [s for s, (view, seq) in r.vc.complaints.items() if view == r.view and seq >= r.last_delivered]
+    stuck = sorted((s, c[2]) for s, c in r.vc.complaints.items() if c[0] == r.view and c[1] >= r.last_delivered)
     if len(stuck) >= r.f + 1:
-        start_view_change(r, r.view + 1, now, "progress_timeout" if r.name in stuck else "complaints")
+        reason = "progress_timeout" if any(s == r.name for s, _ in stuck) else "complaints"
+        start_view_change(r, r.view + 1, now, reason, tuple(d for _, d in stuck[: r.f + 1]))
 
 
-def start_view_change(r: "Replica", new_view: int, now: int, reason: str = "primary_fault") -> None:
+def join_justified(r: "Replica", msg: ViewChange, now: int) -> None:
+    """A VIEW-CHANGE to ``view + 1`` carrying f+1 signed complaints about our view: at
+    least one correct replica was stuck in it, so we move too — otherwise the sender
+    could sit alone in the next view (each replica counts complaints from its own
+    height, so two can disagree).  Like a HotStuff timeout certificate.  A Byzantine
+    replica holding an old correct complaint can force at most one extra view change
+    per view in which a correct replica complained."""
+    if r.in_vc or msg.new_view != r.view + 1 or len(msg.complaints) < r.f + 1:
+        return
+    senders = set()
+    try:
+        for data in msg.complaints:
+            env, c = open_signed(data, r.auth, r.params.max_message_bytes, "complaint")
+            if c.view != r.view:
+                raise PeerFault("VIEW-CHANGE justified by a complaint about another view", reason="bad_view_change")
+            senders.add(env.sender)
+    except (DecodeError, SignatureError) as exc:
+        raise PeerFault("view-change complaints: %s" % str(exc)[:120], reason="bad_view_change") from None
+    if len(senders) >= r.f + 1:
+        start_view_change(r, msg.new_view, now, "complaints", msg.complaints)
+
+
+def start_view_change(r: "Replica", new_view: int, now: int, reason: str = "primary_fault",
+                      complaints: tuple[bytes, ...] = ()) -> None:
     if not r.validator or new_view <= r.view:
         return
     waited = now - r.work_since if r.work_since is not None else 0
@@ -137,7 +166,7 @@ def start_view_change(r: "Replica", new_view: int, now: int, reason: str = "prim
     stable = r.ckpt.stable_seq
     certs = {s: c for s, c in r.prepared_certs.items() if s > stable}
     prepared = tuple((certs[s][2], certs[s][3]) for s in sorted(certs))
-    msg = ViewChange(new_view, stable, r.ckpt.stable_digest, r.ckpt.proof, prepared)
+    msg = ViewChange(new_view, stable, r.ckpt.stable_digest, r.ckpt.proof, prepared, complaints)
     data = seal(msg, r.name, r.auth)
     r.persist(("view", encode([new_view, 1])), ("view_change", data))
     st.own = data
@@ -152,6 +181,7 @@ def on_view_change(r: "Replica", sender: str, data: bytes, msg: ViewChange, now:
     info = verify_view_change(r, sender, msg)
     r.vc.votes[sender] = (msg.new_view, data, info)
     adopt_stable(r, info)
+    join_justified(r, msg, now)
     _progress(r, now)
 
 
