@@ -185,6 +185,16 @@ class Sampler:
             out[OTHER] = max(0.0, busy - sum(v for v in out.values() if v is not None))
         return out
 
+    def rss_peaks(self, start: float, end: float) -> dict[str, float]:
+        """Highest RSS (MiB) of each process among the samples taken from ``start`` to ``end``."""
+        peaks: dict[str, float] = {}
+        for t, procs in self.samples:
+            if start <= t <= end:
+                for name, (_, rss) in procs.items():
+                    if rss is not None:
+                        peaks[name] = max(peaks.get(name, 0.0), rss / 2**20)
+        return peaks
+
     def rss_points(self, names: list[str]) -> dict[str, dict[str, float | None]]:
         """RSS (MiB) of each process at the start, middle and end of the samples, and its peak."""
         out = {}
@@ -353,7 +363,8 @@ class Run:
             raise RuntimeError("phase %s failed in the load process: %s" % (command["phase"], answer["error"]))
         window = s1[0] - s0[0]
         return answer["result"], {"window_s": window, "items": c1 - c0, "items_per_s": (c1 - c0) / window,
-                                  "cpu_percent": self.sampler.cpu_percent(s0, s1)}
+                                  "cpu_percent": self.sampler.cpu_percent(s0, s1),
+                                  "rss_peak_mib": self.sampler.rss_peaks(s0[0], s1[0])}
 
     def run_phases(self) -> None:
         plan, res = self.plan, self.results
@@ -514,7 +525,8 @@ def render(results: dict, info: dict, command: str) -> str:
     lines += ["| %s | %s | %s |" % row for row in rows]
 
     names = [n for n in results.get("rss_mib", {})] + [OTHER]
-    lines += ["", "CPU per process (% of one core) during each phase, and resident memory (MiB) over the run "
+    lines += ["", "CPU per process (% of one core) during each phase — with the highest resident memory "
+              "(MiB) sampled in the phase's measured window — and resident memory over the run "
               "(start / middle / end, before the failover):", "",
               "| process | " + " | ".join(k for k in ("idle", "single", "batch", "half-single", "half-batch")
                                          if k in results) + " | RSS start / middle / end (peak) |",
@@ -525,7 +537,8 @@ def render(results: dict, info: dict, command: str) -> str:
         for k in ("idle", "single", "batch", "half-single", "half-batch"):
             if k in results:
                 v = results[k]["cpu_percent"].get(name)
-                cells.append("n/a" if v is None else "%.0f%%" % v)
+                peak = results[k].get("rss_peak_mib", {}).get(name)
+                cells.append(("n/a" if v is None else "%.0f%%" % v) + ("" if peak is None else " · %.0f" % peak))
         rss = results["rss_mib"].get(name, {"start": None})
         rss_text = "—" if name == OTHER else "n/a" if rss["start"] is None else "%.0f / %.0f / %.0f (%.0f)" % (
             rss["start"], rss["middle"], rss["end"], rss["peak"])

@@ -24,7 +24,8 @@ def _results() -> dict:
                  "phases_s": bc.Plan(60).seconds()},
         "idle": {"latency": lat, "cpu_percent": cpu},
         "single": {"items_per_s": 1234.4, "cpu_percent": cpu, "window_s": 12.0, "items": 14812, "load": {}},
-        "batch": {"items_per_s": 23456.7, "cpu_percent": cpu, "window_s": 12.0, "items": 281480, "load": {}},
+        "batch": {"items_per_s": 23456.7, "cpu_percent": cpu, "window_s": 12.0, "items": 281480, "load": {},
+                  "rss_peak_mib": {"court-node": 187.4}},
         "half-single": {"items_per_s": 600.0, "cpu_percent": cpu, "latency": lat, "rate_requests_per_s": 617.2},
         "half-batch": {"items_per_s": 11000.0, "cpu_percent": cpu, "latency": {"samples": 0, "p50_ms": None,
                                                                                  "p99_ms": None, "max_ms": None}},
@@ -77,6 +78,15 @@ def test_render_names_machine_command_figures_and_targets():
     assert "2.35 s" in text and "1,500 / 3,000" in text and "20,000 / 50,000" in text
     assert "| carrier-node |" in text and "n/a" in text  # a process whose CPU could not be read
     assert "50 / 80 / 81 (90)" in text
+    assert "| court-node | 50% | 50% | 50% · 187 |" in text  # the batch phase's peak RSS beside its CPU
+
+
+def test_rss_peaks_are_taken_within_the_window():
+    sampler = bc.Sampler({"a": 1})
+    sampler.samples = [(1.0, {"a": (0.0, 100 * 2**20)}), (2.0, {"a": (0.0, 300 * 2**20)}),
+                       (3.0, {"a": (0.0, 150 * 2**20), bc.MACHINE: ((1, 2), None)})]
+    assert sampler.rss_peaks(2.5, 3.5) == {"a": 150.0}
+    assert sampler.rss_peaks(0.0, 9.0) == {"a": 300.0}
 
 
 def test_render_without_optional_phases():
