@@ -69,7 +69,10 @@ from .frames import Opener, Sealer
 
 HELLO_TAG = "evledger-peer-hello"
 AUTH_TAG = "evledger-peer-auth"
-VERSION = 1
+# The peer protocol version: 2 since COMPLAINT and the six-field VIEW-CHANGE
+# (docs/consensus.md).  Nodes of different versions refuse each other at the
+# handshake (``unsupported_version``) instead of misreading consensus messages.
+VERSION = 2
 SIGNING_CONTEXT = "peer/handshake"
 TRANSCRIPT_LABEL = "evledger-peer-auth/1"
 KEYS_LABEL = "evledger-peer-keys/1"

@@ -30,6 +30,7 @@ from runtime.handshake import (
     ACCEPTOR,
     DIALER,
     SIGNING_CONTEXT,
+    VERSION,
     Auth,
     Handshake,
     HandshakeError,
@@ -238,7 +239,7 @@ def test_the_documented_example_session():
         assert value in doc, "docs/transport.md lacks the %s %s" % (label, value)
 
 
-def hello_bytes(name="court", key=None, chain=CHAIN, version=1, nonce=b"\x05" * 32, eph=None) -> bytes:
+def hello_bytes(name="court", key=None, chain=CHAIN, version=VERSION, nonce=b"\x05" * 32, eph=None) -> bytes:
     key = key or KEYS.get(name) or SecretKey.generate()
     eph = eph or Handshake(DIALER, "bank", KEYS["bank"], CHAIN, MEMBERS).hello[-32:]
     return encode(["evledger-peer-hello", version, chain, name, key.public.raw, nonce, eph])
@@ -251,10 +252,11 @@ def hello_bytes(name="court", key=None, chain=CHAIN, version=1, nonce=b"\x05" * 
         (hello_bytes(name="carrier"), "self_connection"),
         (hello_bytes(name="mallory"), "unknown_member"),
         (hello_bytes(name="court", key=SecretKey(b"\x09" * 32)), "unknown_key"),
-        (hello_bytes(version=2), "unsupported_version"),
+        (hello_bytes(version=1), "unsupported_version"),  # a node before COMPLAINT
+        (hello_bytes(version=VERSION + 1), "unsupported_version"),
         (b"\xc1", "malformed_hello"),
-        (encode(["evledger-peer-hello", 1, CHAIN, "court"]), "malformed_hello"),
-        (encode(["evledger-peer-auth", 1, b"\x00" * 32, b"\x00" * 64]), "malformed_hello"),
+        (encode(["evledger-peer-hello", VERSION, CHAIN, "court"]), "malformed_hello"),
+        (encode(["evledger-peer-auth", VERSION, b"\x00" * 32, b"\x00" * 64]), "malformed_hello"),
         (hello_bytes(nonce=b"\x05" * 31), "malformed_hello"),
         (hello_bytes(name="Court"), "malformed_hello"),  # names are lowercase
         (bytes.fromhex("97") + hello_bytes()[1:] + b"\x00", "malformed_hello"),  # trailing byte
