@@ -62,6 +62,7 @@ class Replica:
         self.n, self.f, self.q = len(self.names), (len(self.names) - 1) // 3, auth.quorum
         self.validator = name in self.names
         self.view, self.in_vc, self.failed_views = 0, False, 0
+        self.view_base = tip.height  # last delivered height when the current view was entered
         self.tip, self.last_delivered = tip, tip.height
         self.hashes: dict[int, bytes] = {}
         if tip.header is not None:
@@ -176,7 +177,12 @@ class Replica:
         self.hashes.pop(seq - self.params.watermark_window - 1, None)
         for rec in block.records:
             self.requests.delivered(request_id(rec))
-        self.failed_views = 0
+        if seq >= self.view_base + self.params.checkpoint_interval:
+            # The backoff resets once the view has delivered a checkpoint interval of
+            # blocks, not at its first delivery: on an overloaded host a new view that
+            # delivered only the blocks it re-proposed would otherwise get the base
+            # timeout again and cascade into the next view change.
+            self.failed_views = 0
         self.work_since = self.now
         self.last_retransmit = self.now
         self._count("delivered")

@@ -18,8 +18,8 @@ A replica that holds proof that the primary is faulty (an invalid or equivocatin
 pre-prepare) moves at once.  Moving to ``v + 1`` means: it stops accepting
 normal-case messages, persists and broadcasts VIEW-CHANGE(v+1, stable checkpoint +
 proof, prepared certificates above it, complaints).  ``timeout(k) = base * 2**k``
-where ``k`` counts view changes since the last delivered block, so it backs off
-exponentially and resets after progress.  As in the paper, the view-change timer only starts once a quorum
+where ``k`` counts view changes since the last view that delivered a checkpoint
+interval of blocks, so it backs off exponentially and resets after real progress.  As in the paper, the view-change timer only starts once a quorum
 of VIEW-CHANGEs for the view is in (a lone replica waits instead of running ahead in
 views, polygon-edge #187), and a replica that sees f+1 VIEW-CHANGEs for higher views
 joins the smallest of them (§4.5.2).  A replica that is in an older view and sends
@@ -363,6 +363,7 @@ def enter_view(r: "Replica", view: int, nv_bytes: bytes, pps: list[tuple[int, by
     if view != r.view or r.in_vc:
         reset_for_view(r.slots, view)
     r.view, r.in_vc = view, False
+    r.view_base = r.last_delivered
     st = r.vc
     st.deadline, st.deferred, st.new_view, st.own = None, None, nv_bytes, None
     st.votes = {s: v for s, v in st.votes.items() if v[0] > view}

@@ -43,6 +43,26 @@ def test_backoff_doubles_and_resets():
     assert all(n.replica.failed_views == 0 for n in c.honest_validators())
 
 
+# The backoff resets only once the new view has delivered a checkpoint interval of
+# blocks: a view that delivered just its first blocks keeps the doubled timeout (on an
+# overloaded host the base timeout cascaded into the next view change).
+def test_backoff_resets_after_a_checkpoint_interval_in_the_new_view():
+    c = Cluster(4, seed=18)
+    _load(c, 8000, every=50, size=3)
+    c.at(300, lambda: c.crash("v00"))
+    r = c.nodes["v02"].replica
+    seen_early = False
+    while c.now < 8000 and not (r.view >= 1 and not r.in_vc
+                                and r.last_delivered >= r.view_base + c.params.checkpoint_interval):
+        c.run_until(c.now + 5)
+        if r.view >= 1 and not r.in_vc and r.view_base < r.last_delivered < r.view_base + c.params.checkpoint_interval:
+            assert r.failed_views >= 1
+            seen_early = True
+    assert seen_early and r.failed_views == 0
+    c.restart("v00")
+    _finish(c)
+
+
 # Reference: io contract + TOCS'02 §4.2 — a crash between Persist and Send loses nothing needed.
 @pytest.mark.parametrize("victim", ["v00", "v02"])
 def test_crash_in_the_middle_of_an_action_list(victim):
