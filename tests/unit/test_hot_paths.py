@@ -26,7 +26,7 @@ from ledger.memo import BoundedMemo
 from ledger.memory_store import MemoryStore
 from ledger.store import BlockIndex, Location
 from ledger.store_types import AbsentCodes, _keyed, check_code_key, check_code_keys
-from ledger.errors import EntryRejected
+from ledger.errors import EntryRejected, StoreError
 from tests.storehelpers import ChainBuilder
 from tests.unit.test_state import GENESIS, KEYS, MAX_CASE, MAX_META, T, deposit
 
@@ -293,3 +293,25 @@ def test_the_pool_reports_committed_as_soon_as_the_store_has_the_block():
     assert outcome.state == "committed" and outcome.heights == [1]
     pool.remove(record.entry.leaf_hash())
     assert pool.check([record], T)[0].state == "committed" and len(pool) == 0
+
+
+@pytest.mark.parametrize("kind", ["memory", "leveldb"])
+def test_append_asks_the_backend_only_for_codes_not_known_absent(kind, tmp_path):
+    store = MemoryStore() if kind == "memory" else LevelDBStore.open(tmp_path / "db")
+    chain = ChainBuilder()
+    asked = []
+    backend = store._present_codes
+    store._present_codes = lambda codes: asked.append(list(codes)) or backend(codes)
+    first = chain.next_block(store, [chain.deposit(3)])
+    codes = [code for code, _ in first.index.codes]
+    assert store.codes_present(codes) == [] and asked == [codes]  # admission: asked once
+    store.append(*first)
+    assert asked == [codes]  # the append's own duplicate check needed no lookup
+    second = chain.next_block(store, [chain.deposit(1)])
+    dup = BlockIndex({codes[0]: next(iter(dict(second.index.codes).values()))}, ())
+    with pytest.raises(StoreError) as refused:  # a stored code is no longer "known absent"
+        store.append(second.block, second.certificate, dup)
+    assert refused.value.reason == "duplicate_code"
+    store.append(*second)
+    assert store.head().height == 2
+    store.close()
