@@ -350,7 +350,7 @@ class LevelDBStore(Store):
             put(node_key(level, index), value)
         # The hot loop (one put per deposit item), with put/seal/checksum inlined.  Locations
         # are checked ints, so msgpack's own packing of the tuple is their canonical form.
-        batch_put, sha256, packb = batch.put, hashlib.sha256, msgpack.packb
+        batch_put, sha256, packb = batch.put, hashlib.sha256, msgpack.Packer().pack  # one Packer, not one a put
         for code, loc in plan.index.codes:
             key = b"c" + code
             payload = packb(loc)

@@ -333,14 +333,16 @@ def _plain_item(wire: Any) -> DepositItem | None:
 def _items_from_wire(item_list: list) -> tuple[tuple[DepositItem, ...], bytes]:
     """The items of a deposit record and their ``items_root``."""
     items, leaves = [], []
-    add_item, add_leaf, pack, sha256 = items.append, leaves.append, msgpack.packb, hashlib.sha256
+    # One Packer for the loop: msgpack.packb builds a new one per call (0.6 against 0.2 µs an item).
+    add_item, add_leaf, sha256 = items.append, leaves.append, hashlib.sha256
+    pack = msgpack.Packer(use_bin_type=True).pack
     for it in item_list:
         item = _plain_item(it)
         if item is None:
             item = from_wire(DepositItem, it)
             add_leaf(item.leaf_hash())
         else:  # merkle.leaf_hash(encode_wire(it)), inlined: this loop runs for every item a node reads
-            add_leaf(sha256(b"\x00" + pack(it, use_bin_type=True)).digest())
+            add_leaf(sha256(b"\x00" + pack(it)).digest())
         add_item(item)
     return tuple(items), merkle.root(leaves)
 
