@@ -204,9 +204,8 @@ class Store(abc.ABC):
         _check_cover(items, set(map(itemgetter(1), index.codes)), "deposit item")
         _check_cover(others, {ref for _, ref in index.entry_keys}, "non-deposit entry")
         new_codes = {code for code, _ in index.codes}
-        # Codes the store has already answered "absent" for, with no append since, are
-        # absent now (AbsentCodes is exact): only the others go to the backend.  At a
-        # validator that is every code, asked once at admission and not again here.
+        # Codes answered "absent" with no append since are absent now (AbsentCodes is
+        # exact): only the others go to the backend (a validator asked at admission).
         _, unknown = self._absent.unknown([code for code, _ in index.codes])  # index.codes is sorted
         stored = self._present_codes(unknown) if unknown else []
         if stored:

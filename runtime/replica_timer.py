@@ -29,7 +29,7 @@ class ReplicaTimer:
         self.stall_s, self.grace_s = stall_s, grace_s
         self.handle: asyncio.TimerHandle | None = None
         self.due = 0.0
-        self.deferred = 0  # timers deferred after a stall (for tests and the memory report)
+        self.deferred = 0  # timers deferred after a stall
 
     def set(self, delay_s: float | None) -> None:
         """Fire once after ``delay_s`` (``None`` cancels); replaces any earlier timer."""

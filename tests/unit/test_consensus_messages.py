@@ -8,7 +8,7 @@ from ledger.crypto import SecretKey
 from ledger.errors import DecodeError, SignatureError
 
 from consensus.auth import Ed25519Auth
-from consensus.messages import (CONTEXT, Checkpoint, Commit, Envelope, NewView, PrePrepare, Prepare, ViewChange,
+from consensus.messages import (CONTEXT, Checkpoint, Commit, Complaint, Envelope, NewView, PrePrepare, Prepare, ViewChange,
                                 open_envelope, open_signed, parse_body, seal)
 
 KEYS = {n: SecretKey(bytes([i + 1]) * 32) for i, n in enumerate(("a", "b", "c", "d"))}
@@ -20,6 +20,8 @@ SAMPLES = [
     Commit(3, 7, H, bytes(64)),
     Checkpoint(64, H),
     ViewChange(4, 64, H, (b"x",), ((b"pp", (b"p1", b"p2")),)),
+    ViewChange(4, 64, H, (), (), (b"c1", b"c2")),
+    Complaint(3, 70),
     NewView(4, (b"vc1", b"vc2"), (b"pp",)),
     PrePrepare(1, 2, ["block", 1, [], []]),
 ]
@@ -81,3 +83,17 @@ def test_oversized_and_non_canonical_are_refused():
 def test_body_fields_are_checked(body):
     with pytest.raises(DecodeError):
         parse_body(Envelope("prepare", "a", encode(body), bytes(64)))
+
+
+@pytest.mark.parametrize("kind, body", [
+    ("complaint", [0]),  # too few fields
+    ("complaint", [0, 1, 2]),  # too many
+    ("complaint", [-1, 0]),  # negative view
+    ("complaint", [0, "7"]),  # seq of the wrong type
+    ("view_change", [1, 0, H, [], []]),  # the five-field form of peer protocol 1
+    ("view_change", [1, 0, H, [], [], [5]]),  # a complaint that is not bytes
+    ("view_change", [1, 0, H, [], [], [b"c"] * 300]),  # more complaints than validators can send
+])
+def test_complaint_fields_are_checked(kind, body):
+    with pytest.raises(DecodeError):
+        parse_body(Envelope(kind, "a", encode(body), bytes(64)))
