@@ -43,12 +43,13 @@ class _Identity:
         self.key = SecretKey(bytes.fromhex(seed_hex))
 
 
-class _BatchMaker:
-    """Signed deposit-request bodies of ``size`` items, cheap to make many of.
+class _BodyMaker:
+    """Signed deposit-request bodies, cheap to make many of, spliced into canonical bytes.
 
-    A few item lists are built once (random digests) with their wire arrays encoded
-    once; each body is a *fresh* signed deposit over one of them (its own
-    ``client_time``, so its own signature and codes), spliced into canonical bytes.
+    Batches: a few item lists of ``size`` items are built once (random digests)
+    with their wire arrays encoded once; each body is a *fresh* signed deposit over
+    one of them (its own ``client_time``, so its own signature and codes).
+    Singles: a fresh random digest each time, signed like any other deposit.
     """
 
     def __init__(self, size: int, lists: int = 16):
@@ -59,53 +60,73 @@ class _BatchMaker:
         self.pools = []
         for _ in range(lists):
             items = [DepositItem(os.urandom(32), None, CATEGORY, None, {}, None) for _ in range(size)]
-            items_bytes = array_header(size) + b"".join(encode(item.wire()) for item in items)
-            private_bytes = array_header(size) + encode(None) * size
-            self.pools.append((items_root(items), items_bytes, private_bytes))
+            self.pools.append((items_root(items), self._items_bytes(items), self._private_bytes(size)))
         self.prefix = (array_header(3) + encode("deposit-request") + encode(1) + array_header(1) + array_header(5)
                        + encode("entry-record") + encode(1))
+        self.single_private = self._private_bytes(1)
         self.counter = 0
         self.t0 = int(time.time() * 1000)
 
-    def body(self, who: _Identity, chain_id: str) -> bytes:
+    @staticmethod
+    def _items_bytes(items) -> bytes:
+        from ledger.codec import array_header, encode
+
+        return array_header(len(items)) + b"".join(encode(item.wire()) for item in items)
+
+    @staticmethod
+    def _private_bytes(count: int) -> bytes:
+        from ledger.codec import array_header, encode
+
+        return array_header(count) + encode(None) * count
+
+    def _signed(self, who: _Identity, chain_id: str, count: int, root: bytes, items_bytes: bytes,
+                private_bytes: bytes) -> bytes:
         from ledger.codec import encode
         from ledger.model import Deposit, Entry
 
         self.counter += 1
-        root, items_bytes, private_bytes = self.pools[self.counter % len(self.pools)]
-        deposit = Deposit(depositor=who.name, client_time=self.t0 + self.counter, item_count=self.size,
-                          items_root=root)
+        deposit = Deposit(depositor=who.name, client_time=self.t0 + self.counter, item_count=count, items_root=root)
         entry = Entry.sign(deposit, who.key, chain_id)
         return self.prefix + encode(entry.wire()) + items_bytes + private_bytes
 
+    def batch(self, who: _Identity, chain_id: str) -> bytes:
+        root, items_bytes, private_bytes = self.pools[self.counter % len(self.pools)]
+        return self._signed(who, chain_id, self.size, root, items_bytes, private_bytes)
 
-def _single_body(who: _Identity, chain_id: str) -> bytes:
-    from services.client import build_deposits, encode_deposit_request
+    def single(self, who: _Identity, chain_id: str) -> bytes:
+        from ledger.model import DepositItem, items_root
 
-    return encode_deposit_request(build_deposits([os.urandom(32)], who.name, who.key, chain_id, category=CATEGORY,
-                                                 batch_size=1))
+        items = [DepositItem(os.urandom(32), None, CATEGORY, None, {}, None)]
+        return self._signed(who, chain_id, 1, items_root(items), self._items_bytes(items), self.single_private)
 
 
 class _Loader:
-    """The load process's state: an aiohttp session, identities and counters."""
+    """The load process's state: an HTTP client (``runtime.bench_http``), identities and counters."""
 
     def __init__(self, apis: list[str], chain_id: str, identities: list[_Identity], batch: int):
         self.apis, self.chain_id, self.identities = apis, chain_id, identities
-        self.batch_maker = _BatchMaker(batch)
+        self.maker = _BodyMaker(batch)
         self.session = None
         self.rr = 0
 
     async def open(self) -> None:
-        import aiohttp
+        from runtime.bench_http import Client
 
-        self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=None),
-                                             timeout=aiohttp.ClientTimeout(total=60), trust_env=False)
+        self.session = Client(timeout_s=60.0)
 
     async def close(self) -> None:
         await self.session.close()
 
+    async def get_json(self, api: str, path: str) -> tuple[int, Any]:
+        """GET ``path``; (status, decoded JSON body or ``None`` when it is not JSON)."""
+        resp = await self.session.call("GET", api, path)
+        try:
+            return resp.status, json.loads(resp.body)
+        except ValueError:
+            return resp.status, None
+
     def body(self, kind: str, who: _Identity) -> bytes:
-        return _single_body(who, self.chain_id) if kind == "single" else self.batch_maker.body(who, self.chain_id)
+        return self.maker.single(who, self.chain_id) if kind == "single" else self.maker.batch(who, self.chain_id)
 
     async def submit(self, api: str, who: _Identity, body: bytes) -> tuple[int, Any, float]:
         """POST one body; (status, answer or None, Retry-After seconds)."""
@@ -114,19 +135,16 @@ class _Loader:
         headers = sign_request(who.key, who.name, self.chain_id, "POST", "/v1/deposits", body,
                                int(time.time() * 1000))
         headers["Content-Type"] = "application/msgpack"
-        async with self.session.post(api + "/v1/deposits", data=body, headers=headers) as resp:
-            data = await resp.read()
-            retry = resp.headers.get("Retry-After")
-            doc = json.loads(data) if resp.status in (200, 202) else None
-            return resp.status, doc, float(retry) if retry and retry.isdigit() else 0.0
+        resp = await self.session.call("POST", api, "/v1/deposits", body, headers)
+        retry = resp.headers.get("retry-after")
+        doc = json.loads(resp.body) if resp.status in (200, 202) else None
+        return resp.status, doc, float(retry) if retry and retry.isdigit() else 0.0
 
     async def height_of(self, api: str, code: str) -> int | None:
-        async with self.session.get(api + "/v1/deposits/" + code) as resp:
-            if resp.status != 200:
-                await resp.read()
-                return None
-            doc = await resp.json()
-            return doc.get("height") if doc.get("state") == "committed" else None
+        status, doc = await self.get_json(api, "/v1/deposits/" + code)
+        if status != 200 or not isinstance(doc, dict):
+            return None
+        return doc.get("height") if doc.get("state") == "committed" else None
 
     def next_api(self, exclude: frozenset[str] = frozenset()) -> str:
         for _ in range(len(self.apis)):
@@ -186,8 +204,7 @@ async def _closed_loop(loader: _Loader, kind: str, seconds: float, concurrency: 
     async def monitor() -> None:
         while time.monotonic() < deadline:
             try:
-                async with loader.session.get(watch + "/v1/status") as resp:
-                    gate["open"] = (await resp.json())["pending"] < window
+                gate["open"] = (await loader.get_json(watch, "/v1/status"))[1]["pending"] < window
             except Exception:  # noqa: BLE001 - keep the last verdict
                 pass
             await asyncio.sleep(0.02)
@@ -326,8 +343,7 @@ async def _failover(loader: _Loader, victim_api: str, victim_pid: int, watch_api
         first = None
         while state["view_changed_at"] is None:
             try:
-                async with loader.session.get(watch_api + "/v1/status") as resp:
-                    doc = await resp.json()
+                doc = (await loader.get_json(watch_api, "/v1/status"))[1]
                 if first is None:
                     first = doc["view"]
                 elif doc["view"] != first and state["killed_at"] is not None:
