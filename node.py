@@ -62,6 +62,7 @@ from ledger.store import BlockIndex
 from runtime import peerwire
 from runtime.auth import RequestVerifier
 from runtime.config import NodeSetup
+from runtime.forwarding import Forwarder
 from runtime.http_api import Api
 from runtime.replica_timer import ReplicaTimer
 from runtime import node_metrics
@@ -74,8 +75,6 @@ log = logging.getLogger("evledger.node")
 
 VERSION = "0.1.0"
 FETCH_REPLY_BYTES = 4 * 1024 * 1024
-FORWARD_FLUSH_BYTES = 1024 * 1024
-LAG_PROBE_S = 0.25  # coalesced forwards leave at once beyond this
 
 
 class _ConsensusApp:
@@ -150,8 +149,6 @@ class Node:
         self._writing = False
         self._writer: ThreadPoolExecutor | None = None
         self._writes_idle: asyncio.Event | None = None
-        self._forward: list[EntryRecord] = []  # admitted here, not yet sent to the other validators
-        self._forward_bytes = 0
         node_metrics.register(self)
         self._lag_probe = node_metrics.LagProbe(self.m_loop_lag)
         self._gc_timer = node_metrics.GcTimer(self.m_gc)
@@ -174,6 +171,8 @@ class Node:
                                ledger_app.tip_of_store(), consensus_params(self.genesis),
                                persisted=self.store.replica_state())
         self.transport = self._make_transport()
+        self.forwarder = Forwarder(self.transport, self._forward_target, self.pool.local_records, self.name,
+                                   lambda items: self.m_resent.inc(by=items))
         await self.transport.start()
         api = Api(NodeService(self), public_rate_per_s=self.config.api.public_rate_per_s,
                   max_body_bytes=self.config.api.max_body_bytes)
@@ -316,12 +315,14 @@ class Node:
             self.m_complaints.inc()
             log.warning("nothing delivered for %d ms in view %d: complaining (f+1 complaints change the view)",
                         action.waited_ms, action.view)
+            self.forwarder.resend_local(None)
         elif kind is io.ViewChangeStarted:
             log.warning("asking for view %d: %s%s", action.view, action.reason,
                         " (nothing delivered for %d ms)" % action.waited_ms if action.reason == "progress_timeout" else "")
         elif kind is io.ViewChanged:
             self.m_view_changes.inc()
             log.info("view %d, primary %s", action.view, action.primary)
+            self.forwarder.resend_local(action.primary)
         elif kind in (io.Suspect, io.Dropped):
             self.m_peer_faults.inc(kind.__name__.lower(), action.reason)
             if kind is io.Suspect:
@@ -352,23 +353,14 @@ class Node:
     # ------------------------------------------------------------------ peers
 
     def forward(self, records: list[EntryRecord]) -> None:
-        """Send records admitted here to every other validator, coalesced.
+        """Send records admitted here on (runtime/forwarding.py: to the primary, or every validator)."""
+        self.forwarder.forward(records)
 
-        Requests answered in one turn of the event loop leave in one ``requests``
-        frame (flushed by ``call_soon``, so no delay is added): one seal, one
-        parse and one dispatch per peer for many single deposits.
-        """
-        if not self._forward:
-            asyncio.get_running_loop().call_soon(self._flush_forward)
-        self._forward.extend(records)
-        self._forward_bytes += sum(len(r.encode()) for r in records)
-        if self._forward_bytes > FORWARD_FLUSH_BYTES or len(self._forward) >= peerwire.MAX_REQUEST_RECORDS // 2:
-            self._flush_forward()
-
-    def _flush_forward(self) -> None:
-        if self._forward:
-            records, self._forward, self._forward_bytes = self._forward, [], 0
-            self.transport.broadcast(peerwire.requests(records))
+    def _forward_target(self) -> str | None:
+        if self.role != "validator" or self.replica.in_vc:
+            return None
+        primary = self.replica.primary()
+        return None if primary == self.name else primary
 
     def _on_frame(self, sender: str, frame: bytes) -> None:
         try:

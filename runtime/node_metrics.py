@@ -38,6 +38,9 @@ def register(node: Any) -> None:
     node.m_view_changes = reg.add(Counter("evledger_view_changes_total", "views entered"))
     node.m_complaints = reg.add(Counter("evledger_complaints_total",
                                         "progress timeouts: COMPLAINTs this node sent about its view"))
+    node.m_resent = reg.add(Counter("evledger_requests_resent_total",
+                                    "items submitted here sent again: to every validator after a complaint, "
+                                    "to a new primary after a view change"))
     node.m_dropped_requests = reg.add(Counter("evledger_requests_dropped_total", "client requests dropped",
                                               ("reason",)))
     node.m_peer_faults = reg.add(Counter("evledger_peer_messages_refused_total", "peer messages refused",

@@ -70,6 +70,11 @@ class DepositPool:
         self.by_code: dict[bytes, bytes] = {}  # code key -> entry leaf hash
         self.client_items: dict[str, int] = {}
         self.items = 0
+        self.local: dict[bytes, EntryRecord] = {}  # entry leaf hash -> record submitted to this node
+
+    def local_records(self) -> list[EntryRecord]:
+        """The pending records submitted to this node (not forwarded to it), oldest first."""
+        return list(self.local.values())
 
     def __len__(self) -> int:
         return self.items
@@ -120,13 +125,15 @@ class DepositPool:
                 raise PoolFull("client %s has %d items pending (limit %d)"
                                % (client, self.client_items.get(client, 0), self.per_client), per_client=True)
         for o in fresh:
-            self._add(o.record, o.keys)
+            self._add(o.record, o.keys, local=True)
         return outcomes
 
-    def _add(self, record: EntryRecord, keys: tuple[bytes, ...]) -> None:
+    def _add(self, record: EntryRecord, keys: tuple[bytes, ...], *, local: bool) -> None:
         rid = record.entry.leaf_hash()
         if rid in self.by_request:
             return
+        if local:
+            self.local[rid] = record
         items = _items(record)
         pending = _Pending(record.entry.signer, tuple(keys), items)
         self.by_request[rid] = pending
@@ -142,7 +149,7 @@ class DepositPool:
             return outcome.state == "pending"
         if self.items + _items(record) > self.max_pending:
             return False
-        self._add(record, outcome.keys)
+        self._add(record, outcome.keys, local=False)
         return True
 
     def remove(self, request_id: bytes) -> None:
@@ -150,6 +157,7 @@ class DepositPool:
         pending = self.by_request.pop(request_id, None)
         if pending is None:
             return
+        self.local.pop(request_id, None)
         for key in pending.codes:
             self.by_code.pop(key, None)
         left = self.client_items.get(pending.client, 0) - pending.items

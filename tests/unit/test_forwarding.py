@@ -1,0 +1,131 @@
+"""Where submitted requests go (runtime/forwarding.py) and the pool's record of local ones."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from ledger.memory_store import MemoryStore
+from ledger.state import Rules
+from runtime import forwarding, peerwire
+from runtime.forwarding import Forwarder
+from runtime.pool import DepositPool
+from tests.unit.test_state import GENESIS, T, deposit
+
+RULES = Rules.from_genesis(GENESIS)
+
+
+class FakeTransport:
+    def __init__(self):
+        self.sent: list[tuple[str | None, bytes]] = []  # (peer, or None for a broadcast; frame)
+
+    def send(self, peer: str, payload: bytes) -> bool:
+        self.sent.append((peer, payload))
+        return True
+
+    def broadcast(self, payload: bytes) -> None:
+        self.sent.append((None, payload))
+
+    def records(self) -> list[tuple[str | None, list[bytes]]]:
+        out = []
+        for peer, frame in self.sent:
+            kind, body = peerwire.split(frame)
+            assert kind == peerwire.REQUESTS
+            out.append((peer, [r.entry.signature for r in peerwire.parse_requests(body)]))
+        return out
+
+
+def _forwarder(target, local=()):
+    transport, resent = FakeTransport(), []
+    fwd = Forwarder(transport, lambda: target, lambda: list(local), "notary-node", resent.append)
+    return fwd, transport, resent
+
+
+def _run(fn):
+    async def main():
+        result = fn()
+        await asyncio.sleep(0)  # the call_soon flush
+        await asyncio.sleep(0)
+        return result
+
+    return asyncio.run(main())
+
+
+def test_a_backup_sends_what_one_loop_turn_admitted_to_the_primary_in_one_frame():
+    fwd, transport, _ = _forwarder("court-node")
+    records = [deposit(1, start=i * 10) for i in range(3)]
+    _run(lambda: [fwd.forward([r]) for r in records])
+    assert transport.records() == [("court-node", [r.entry.signature for r in records])]
+
+
+def test_the_primary_or_a_node_in_a_view_change_sends_to_every_validator():
+    fwd, transport, _ = _forwarder(None)
+    record = deposit(2)
+    _run(lambda: fwd.forward([record]))
+    assert transport.records() == [(None, [record.entry.signature])]
+
+
+def test_frames_are_split_by_size(monkeypatch):
+    monkeypatch.setattr(forwarding, "FLUSH_BYTES", 400)
+    fwd, transport, _ = _forwarder("court-node")
+    records = [deposit(1, start=i * 10) for i in range(6)]
+    size = len(records[0].encode())
+    assert 200 < size <= 400  # two records per frame exceed the limit and close it
+    fwd.send(records, "court-node")
+    sent = transport.records()
+    assert [sig for _, sigs in sent for sig in sigs] == [r.entry.signature for r in records]
+    assert len(sent) == 3 and all(peer == "court-node" for peer, _ in sent)
+
+
+def test_after_a_complaint_local_requests_go_to_everyone_and_are_counted():
+    local = [deposit(3, start=100), deposit(1, start=200)]
+    fwd, transport, resent = _forwarder("court-node", local)
+    fwd.resend_local(None)
+    assert transport.records() == [(None, [r.entry.signature for r in local])]
+    assert resent == [4]
+
+
+def test_a_new_primary_gets_local_requests_but_a_node_never_sends_to_itself():
+    local = [deposit(1, start=300)]
+    fwd, transport, resent = _forwarder("court-node", local)
+    fwd.resend_local("bank-node")
+    fwd.resend_local("notary-node")  # this node is the new primary: its replica has them
+    assert transport.records() == [("bank-node", [local[0].entry.signature])]
+    assert resent == [1]
+
+
+def test_nothing_local_sends_nothing():
+    fwd, transport, resent = _forwarder("court-node", [])
+    fwd.resend_local(None)
+    assert transport.sent == [] and resent == []
+
+
+def _pool():
+    store = MemoryStore()
+    return DepositPool(RULES, store, lambda key: None, max_pending=1000, per_client=1000)
+
+
+def test_the_pool_knows_which_records_were_submitted_here():
+    pool = _pool()
+    mine, theirs = deposit(2, start=400), deposit(2, start=500)
+    assert [o.state for o in pool.admit([mine], T)] == ["new"]
+    assert pool.add_forwarded(theirs, T)
+    assert pool.local_records() == [mine]
+    assert len(pool) == 4
+    pool.remove(mine.entry.leaf_hash())
+    assert pool.local_records() == [] and len(pool) == 2
+
+
+def test_a_record_forwarded_first_and_submitted_later_stays_not_local():
+    """Already pending from a forward: whoever submitted it first answers for it."""
+    pool = _pool()
+    record = deposit(1, start=600)
+    assert pool.add_forwarded(record, T)
+    assert [o.state for o in pool.admit([record], T)] == ["pending"]
+    assert pool.local_records() == []
+
+
+@pytest.mark.parametrize("items", [1, 5])
+def test_items_of_counts_deposit_items(items):
+    assert forwarding.items_of([deposit(items, start=700)]) == items
