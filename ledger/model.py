@@ -38,13 +38,14 @@ import msgpack
 
 from . import merkle
 from .codes import DepositCode, derive_code
-from .codec import Fields, decode, encode, encode_wire, Limits, DEFAULT_LIMITS
+from .codec import Fields, array_header, decode, encode, encode_wire, Limits, DEFAULT_LIMITS
 from .crypto import PublicKey, SecretKey
 from .errors import DecodeError
 from .memo import BoundedMemo
 from .wire import KINDS, check_spec, from_wire, normalise, to_wire
 
 ENTRY_VERSION = 1
+_ENTRY_PREFIX = array_header(4) + encode("entry") + encode(ENTRY_VERSION)
 MAX_BATCH_ITEMS = 10_000
 
 ROLES = frozenset(
@@ -237,6 +238,11 @@ class Entry:
 
     body: Body
     signature: bytes
+    # Kept once computed: a node encodes and hashes each entry several times (its
+    # request id, the block's leaf hashes, its signature check, its delivery).
+    _body_bytes: bytes | None = field(default=None, init=False, repr=False, compare=False)
+    _encoded: bytes | None = field(default=None, init=False, repr=False, compare=False)
+    _leaf: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
     TAG: ClassVar[str] = "entry"
 
@@ -260,11 +266,27 @@ class Entry:
     def wire(self) -> list:
         return ["entry", ENTRY_VERSION, self.body.wire(), self.signature]
 
+    def body_bytes(self) -> bytes:
+        """The canonical encoding of the body: what the signature covers."""
+        data = self._body_bytes
+        if data is None:
+            data = self.body.encode()
+            object.__setattr__(self, "_body_bytes", data)
+        return data
+
     def encode(self) -> bytes:
-        return encode_wire(self.wire())
+        data = self._encoded
+        if data is None:  # msgpack concatenates: the same bytes as encode_wire(self.wire())
+            data = _ENTRY_PREFIX + self.body_bytes() + encode_wire(self.signature)
+            object.__setattr__(self, "_encoded", data)
+        return data
 
     def leaf_hash(self) -> bytes:
-        return merkle.leaf_hash(self.encode())
+        leaf = self._leaf
+        if leaf is None:
+            leaf = merkle.leaf_hash(self.encode())
+            object.__setattr__(self, "_leaf", leaf)
+        return leaf
 
     def item_code(self, chain_id: str, index: int) -> DepositCode:
         """The deposit code of item ``index`` of this (deposit) entry."""
@@ -274,11 +296,14 @@ class Entry:
 
     def verify(self, key: PublicKey, chain_id: str) -> None:
         """Raise ``SignatureError`` unless ``key`` signed this body on ``chain_id``."""
-        key.verify(self.context, chain_id, self.body.encode(), self.signature)
+        key.verify(self.context, chain_id, self.body_bytes(), self.signature)
 
     @classmethod
     def sign(cls, body: Body, key: SecretKey, chain_id: str) -> "Entry":
-        return cls(body, key.sign("entry/" + body.TAG, chain_id, body.encode()))
+        data = body.encode()
+        entry = cls(body, key.sign("entry/" + body.TAG, chain_id, data))
+        object.__setattr__(entry, "_body_bytes", data)
+        return entry
 
     @classmethod
     def from_wire(cls, items: Any, where: str = "entry") -> "Entry":
@@ -290,6 +315,9 @@ class Entry:
         obj = object.__new__(cls)
         object.__setattr__(obj, "body", body)
         object.__setattr__(obj, "signature", signature)
+        object.__setattr__(obj, "_body_bytes", None)
+        object.__setattr__(obj, "_encoded", None)
+        object.__setattr__(obj, "_leaf", None)
         return obj
 
 

@@ -349,7 +349,7 @@ def _check_items(rules: Rules, record: EntryRecord) -> None:
 def _check_signature(rules: Rules, signer: _MemberRule, record: EntryRecord) -> None:
     """Step 6: one verification per entry, remembered (a pure function of the bytes compared)."""
     entry = record.entry
-    body = entry.body.encode()
+    body = entry.body_bytes()
     fingerprint = hashlib.sha256(b"\x00".join((signer.key.raw, rules.chain_id.encode("utf-8"),
                                                entry.context.encode("ascii"), body))).digest()
     if _VERIFIED.get(entry.signature) == fingerprint:

@@ -233,3 +233,40 @@ def test_block_body_must_match_entry_count():
     wire[3].append(wire[3][0])
     with pytest.raises(DecodeError, match="announces 1 entries"):
         Block.decode(encode(wire))
+
+
+def _bodies():
+    return [
+        make_deposit([item(7)], "ecommerce", 1_700_000_000_000, KEY, CHAIN).entry.body,
+        CreditEvent(source="bank", subject="subject-7f3a", dimension="contract", kind="overdue", score_delta=-5,
+                    occurred_at=2, evidence=(), public_meta={"note": "逾期"}, private_commitment=None, client_time=3),
+        AccessRecord(recorder="court-node", accessor="court", case="(2026)京0491民初1号", codes=(),
+                     purpose="trial", accessed_at=1_700_000_000_000),
+    ]
+
+
+@pytest.mark.parametrize("index", range(3))
+def test_an_entry_s_kept_encoding_and_leaf_equal_a_fresh_encoding(index):
+    """Entry keeps its body bytes, its encoding (spliced) and its leaf hash once computed:
+    each must equal what the generic encoder gives, for signed and for decoded entries."""
+    from ledger.codec import encode_wire
+
+    body = _bodies()[index]
+    signed = Entry.sign(body, KEY, CHAIN)
+    decoded = Entry.from_wire(decode(signed.encode()))
+    for entry in (signed, decoded, Entry(body, signed.signature)):
+        assert entry.encode() == encode_wire(entry.wire()) == encode(entry.wire())
+        assert entry.body_bytes() == encode(body.wire())
+        assert entry.leaf_hash() == merkle.leaf_hash(encode(entry.wire()))
+        entry.verify(KEY.public, CHAIN)
+    assert signed == decoded and hash(signed) == hash(decoded)  # the kept values do not take part
+
+
+def test_replacing_a_field_does_not_carry_the_kept_encoding():
+    import dataclasses
+
+    entry = Entry.sign(_bodies()[0], KEY, CHAIN)
+    entry.encode(), entry.leaf_hash()
+    other = dataclasses.replace(entry, signature=b"\x01" * 64)
+    assert other.encode() == encode(other.wire()) != entry.encode()
+    assert other.leaf_hash() != entry.leaf_hash()
