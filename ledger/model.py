@@ -325,54 +325,6 @@ def items_root(items: tuple[DepositItem, ...] | list[DepositItem]) -> bytes:
     return merkle.root([item.leaf_hash() for item in items])
 
 
-_ITEM_TAG = DepositItem.TAG
-_TEXT_RE = None  # ledger.wire.TEXT_RE, bound on first use
-
-
-def _plain_item(wire: Any) -> DepositItem | None:
-    """Decode the common item shape fast: digest and category only, no sm3, case,
-    metadata or private commitment.  ``None`` for anything else (the generic,
-    error-naming path then decides); a returned item is exactly what
-    ``from_wire(DepositItem, wire)`` returns, and ``wire`` is its canonical wire form.
-    """
-    global _TEXT_RE
-    if type(wire) is not list or len(wire) != 8:
-        return None
-    tag, version, digest, sm3, category, case, meta, commitment = wire
-    if (tag != _ITEM_TAG or version != 1 or type(version) is not int or type(digest) is not bytes
-            or len(digest) != 32 or sm3 is not None or case is not None or commitment is not None
-            or type(meta) is not dict or meta or type(category) is not str or not category or len(category) > 256):
-        return None
-    if _TEXT_RE is None:
-        from .wire import TEXT_RE as _TEXT_RE
-    if not _TEXT_RE.fullmatch(category):
-        return None
-    item = object.__new__(DepositItem)
-    setattr_ = object.__setattr__
-    setattr_(item, "digest", digest)
-    setattr_(item, "sm3", None)
-    setattr_(item, "category", category)
-    setattr_(item, "case", None)
-    setattr_(item, "public_meta", ())
-    setattr_(item, "private_commitment", None)
-    return item
-
-
-def _items_from_wire(item_list: list) -> tuple[tuple[DepositItem, ...], bytes]:
-    """The items of a deposit record and their ``items_root``."""
-    items, leaves = [], []
-    # One Packer for the loop: msgpack.packb builds a new one per call (0.6 against 0.2 µs an item).
-    add_item, add_leaf, sha256 = items.append, leaves.append, hashlib.sha256
-    pack = msgpack.Packer(use_bin_type=True).pack
-    for it in item_list:
-        item = _plain_item(it)
-        if item is None:
-            item = from_wire(DepositItem, it)
-            add_leaf(item.leaf_hash())
-        else:  # merkle.leaf_hash(encode_wire(it)), inlined: this loop runs for every item a node reads
-            add_leaf(sha256(b"\x00" + pack(it)).digest())
-        add_item(item)
-    return tuple(items), merkle.root(leaves)
 
 
 # signature -> (encoded record, EntryRecord), weighted by encoded bytes: 4 MiB of
@@ -485,6 +437,8 @@ class EntryRecord:
 
     @classmethod
     def _read(cls, items: Any, where: str) -> "EntryRecord":
+        from .item_reader import items_from_wire  # imports this module: bound here, not at the top
+
         reader = Fields(where, items, 5)
         reader.header("entry-record", 1)
         entry_items, entry_where = reader.raw("entry")
@@ -495,7 +449,7 @@ class EntryRecord:
         object.__setattr__(record, "_encoded", None)
         object.__setattr__(record, "_memo", None)
         object.__setattr__(record, "entry", entry)
-        items, root = _items_from_wire(item_list) if item_list else ((), None)
+        items, root = items_from_wire(item_list) if item_list else ((), None)
         object.__setattr__(record, "items", items)
         object.__setattr__(
             record, "private", tuple(None if p is None else from_wire(PrivateMeta, p) for p in private_list)

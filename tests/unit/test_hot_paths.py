@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ledger import model
+from ledger import item_reader, model
 from ledger.codec import DecodeError, array_header, decode, encode
 from ledger.codes import derive_code, derive_codes
 from ledger.leveldb_store import LevelDBStore
@@ -315,3 +315,55 @@ def test_append_asks_the_backend_only_for_codes_not_known_absent(kind, tmp_path)
     store.append(*second)
     assert store.head().height == 2
     store.close()
+
+
+def _reference_items(wires):
+    """The plain path: each item through the generic typed reader, leaves by merkle.leaf_hash."""
+    from ledger import merkle
+    from ledger.wire import from_wire
+
+    items = tuple(from_wire(DepositItem, w) for w in wires)
+    return items, merkle.root([item.leaf_hash() for item in items])
+
+
+_PLAIN = ["deposit-item", 1, b"\x11" * 32, None, "copyright", None, {}, None]
+_DEVIATIONS = [  # (position, value): each makes an item not plain; some make it invalid too
+    (0, "deposit-itemx"), (0, ["deposit-item"]), (1, True), (1, 2), (1, 1.0), (2, b"\x11" * 31), (2, "11" * 32),
+    (2, [1]), (3, b"\x22" * 32), (4, ""), (4, "a\x00b"), (4, "x" * 257), (4, 7), (4, ["copyright"]),
+    (5, "(2026)京0491民初1号"), (5, {}), (6, {"title": "作品"}), (6, []), (7, b"\x33" * 32), (7, {}),
+]
+
+
+def _outcome(fn, wires):
+    try:
+        return fn(wires)
+    except DecodeError as exc:
+        return ("error", type(exc), exc.reason)
+
+
+@given(st.lists(st.one_of(st.just(None), st.sampled_from(range(len(_DEVIATIONS)))), min_size=1, max_size=6),
+       st.sampled_from(["copyright", "e-commerce", "合同"]))
+@settings(max_examples=300, deadline=None)
+def test_whole_list_item_reading_equals_the_generic_reader(shape, category):
+    """_items_from_wire's whole-column path (every item plain) and its per-item path
+    give the generic reader's items and root, or the same refusal, for any mix."""
+    wires = []
+    for n, deviation in enumerate(shape):
+        wire = list(_PLAIN)
+        wire[2] = bytes([n]) * 32
+        wire[4] = category
+        if deviation is not None:
+            position, value = _DEVIATIONS[deviation]
+            wire[position] = value
+        wires.append(wire)
+    wires = wires + [7] if len(shape) == 6 else wires  # and a non-list item
+    got = _outcome(item_reader.items_from_wire, wires)
+    want = _outcome(_reference_items, wires)
+    if isinstance(want, tuple) and want[0] == "error":
+        assert isinstance(got, tuple) and got[0] == "error" and got[2] == want[2]
+    else:
+        assert got == want
+    if all(d is None for d in shape) and len(shape) < 6:
+        assert item_reader._plain_items(wires) is not None  # the fast path was taken
+    elif len(shape) < 6:
+        assert item_reader._plain_items(wires) is None
