@@ -31,10 +31,15 @@ Phases, in order (their lengths are fractions of ``--duration``):
     the time of the kill (both on ``CLOCK_MONOTONIC``, polled every 10 ms).
 
 The load process signs everything for real (entries and HTTP requests, Ed25519).
-To keep its own CPU small, single deposits are built on the fly (one fresh
-digest each) but batches reuse a few pre-built lists of 1,000 items under a
-fresh signature each (a fresh ``client_time``), so every batch has its own
-deposit codes; its wire bytes are spliced from pre-encoded item arrays.
+To keep its own CPU small (it shares the machine with the nodes), it speaks
+HTTP/1.1 itself over keep-alive connections (``runtime/bench_http.py``); single
+deposits are built on the fly (one fresh digest each) and batches reuse a few
+pre-built lists of 1,000 items under a fresh signature each (a fresh
+``client_time``), so every batch has its own deposit codes; both are spliced
+into canonical bytes from pre-encoded parts.
+
+CPU and memory sampling live in ``runtime/bench_sampling.py``, the markdown
+section in ``runtime/bench_report.py``.
 
 Node configuration is what ``cluster init`` writes except ``api.public_rate_per_s``
 (raised so the benchmark's latency probes are not throttled) and
@@ -51,12 +56,10 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import os
 import re
 import shutil
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from collections import Counter
@@ -65,10 +68,11 @@ from pathlib import Path
 from typing import Any
 
 from .bench_load import latency_summary, percentile, run_load_process
+from .bench_report import cpu_line, fmt_ms, fmt_s, render, write_section
+from .bench_sampling import Sampler
 
-__all__ = ["Plan", "Run", "main", "render", "write_section", "set_consensus", "latency_summary", "percentile"]
+__all__ = ["Plan", "Run", "main", "set_consensus", "latency_summary", "percentile"]
 
-MARK_START, MARK_END = "<!-- bench:cluster:start -->", "<!-- bench:cluster:end -->"
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DURATION = 60.0
 PUBLIC_RATE = 1_000_000
@@ -99,115 +103,6 @@ class Plan:
 
     def warmup(self, seconds: float) -> float:
         return min(10.0, max(1.0, 0.2 * seconds))
-
-
-# --------------------------------------------------------------------------- /proc sampling
-
-
-_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-MACHINE = "(machine)"
-OTHER = "other processes"
-
-
-def proc_cpu_seconds(pid: int) -> float | None:
-    """User + system CPU seconds used by ``pid`` so far (``None`` if it is gone)."""
-    try:
-        text = Path("/proc/%d/stat" % pid).read_text()
-    except OSError:
-        return None
-    fields = text.rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / _TICK
-
-
-def machine_cpu_seconds() -> tuple[float, float] | None:
-    """(busy, total) CPU seconds of the whole machine so far, from /proc/stat (all cores)."""
-    try:
-        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
-    except OSError:
-        return None
-    ticks = [int(v) for v in fields[:8]]
-    total = sum(ticks)
-    idle = ticks[3] + ticks[4]  # idle + iowait
-    return (total - idle) / _TICK, total / _TICK
-
-
-def proc_rss_bytes(pid: int) -> int | None:
-    try:
-        for line in Path("/proc/%d/status" % pid).read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
-
-
-class Sampler:
-    """Samples CPU seconds and RSS of named processes once a second, in a thread."""
-
-    def __init__(self, pids: dict[str, int], interval: float = 1.0):
-        self.pids = dict(pids)
-        self.interval = interval
-        self.samples: list[tuple[float, dict[str, tuple[float | None, int | None]]]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="bench-sampler", daemon=True)
-
-    def start(self) -> None:
-        self.take()
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self.take()
-
-    def take(self) -> tuple[float, dict]:
-        procs = {name: (proc_cpu_seconds(pid), proc_rss_bytes(pid)) for name, pid in self.pids.items()}
-        procs[MACHINE] = (machine_cpu_seconds(), None)
-        sample = (time.monotonic(), procs)
-        self.samples.append(sample)
-        return sample
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.take()
-
-    def cpu_percent(self, start: tuple[float, dict], end: tuple[float, dict]) -> dict[str, float | None]:
-        """% of one core used by each process, plus ``other``: the rest of the machine's busy time."""
-        span = end[0] - start[0]
-        out: dict[str, float | None] = {}
-        for name in self.pids:
-            a, b = start[1].get(name, (None, None))[0], end[1].get(name, (None, None))[0]
-            out[name] = None if a is None or b is None or span <= 0 else 100.0 * (b - a) / span
-        m0, m1 = start[1].get(MACHINE, (None,))[0], end[1].get(MACHINE, (None,))[0]
-        if m0 is not None and m1 is not None and m1[1] > m0[1]:
-            cores = os.cpu_count() or 1
-            busy = 100.0 * cores * (m1[0] - m0[0]) / (m1[1] - m0[1])
-            out[OTHER] = max(0.0, busy - sum(v for v in out.values() if v is not None))
-        return out
-
-    def rss_peaks(self, start: float, end: float) -> dict[str, float]:
-        """Highest RSS (MiB) of each process among the samples taken from ``start`` to ``end``."""
-        peaks: dict[str, float] = {}
-        for t, procs in self.samples:
-            if start <= t <= end:
-                for name, (_, rss) in procs.items():
-                    if rss is not None:
-                        peaks[name] = max(peaks.get(name, 0.0), rss / 2**20)
-        return peaks
-
-    def rss_points(self, names: list[str]) -> dict[str, dict[str, float | None]]:
-        """RSS (MiB) of each process at the start, middle and end of the samples, and its peak."""
-        out = {}
-        for name in names:
-            if name == MACHINE:
-                continue
-            series = [s[1][name][1] for s in self.samples if s[1].get(name, (None, None))[1] is not None]
-            if not series:
-                out[name] = {"start": None, "middle": None, "end": None, "peak": None}
-                continue
-            mib = [v / 2**20 for v in series]
-            out[name] = {"start": mib[0], "middle": mib[len(mib) // 2], "end": mib[-1], "peak": max(mib)}
-        return out
 
 
 # --------------------------------------------------------------------------- HTTP helpers (orchestrator)
@@ -379,7 +274,7 @@ class Run:
         s0 = self.sampler.take()
         idle = self.command({"phase": "idle", "seconds": secs["idle"]}, secs["idle"] + 120)
         res["idle"] = {"latency": idle["latency"], "cpu_percent": self.sampler.cpu_percent(s0, self.sampler.take())}
-        _say("  p50 %s, p99 %s over %d deposits" % (_ms(idle["latency"]["p50_ms"]), _ms(idle["latency"]["p99_ms"]),
+        _say("  p50 %s, p99 %s over %d deposits" % (fmt_ms(idle["latency"]["p50_ms"]), fmt_ms(idle["latency"]["p99_ms"]),
                                                      idle["latency"]["samples"]))
 
         for kind, conc in (("single", plan.concurrency), ("batch", plan.batch_concurrency)):
@@ -390,7 +285,7 @@ class Run:
             load, m = self.measured({"phase": "closed", "kind": kind, "seconds": secs[kind], "concurrency": conc,
                                      "window": window}, secs[kind], plan.warmup(secs[kind]))
             res[kind] = {**m, "load": load}
-            _say("  %.0f digests/s committed; node CPU %s" % (m["items_per_s"], _cpu_line(m["cpu_percent"])))
+            _say("  %.0f digests/s committed; node CPU %s" % (m["items_per_s"], cpu_line(m["cpu_percent"])))
             self.settle(kind)
 
         for kind in ("single", "batch"):
@@ -404,7 +299,7 @@ class Run:
             res[phase] = {**m, "rate_requests_per_s": rate, "latency": load.pop("latency"), "load": load}
             lat = res[phase]["latency"]
             _say("  %.0f digests/s committed; latency p50 %s, p99 %s (%d samples)"
-                 % (m["items_per_s"], _ms(lat["p50_ms"]), _ms(lat["p99_ms"]), lat["samples"]))
+                 % (m["items_per_s"], fmt_ms(lat["p50_ms"]), fmt_ms(lat["p99_ms"]), lat["samples"]))
             self.settle(phase)
 
         res["rss_mib"] = self.sampler.rss_points(list(self.sampler.pids))
@@ -438,7 +333,7 @@ class Run:
         self.results["failover"] = result
         self.sampler.pids.pop(primary, None)
         _say("  commits resumed %s after the kill (view change seen after %s, new primary %s)"
-             % (_s(result["resume_s"]), _s(result["view_change_seen_s"]), result["new_primary"]))
+             % (fmt_s(result["resume_s"]), fmt_s(result["view_change_seen_s"]), result["new_primary"]))
 
     def stop(self) -> None:
         from runtime import cluster
@@ -465,130 +360,6 @@ class Run:
             if "Traceback" in text:
                 out.append(log.parent.name)
         return out
-
-
-def _ms(value: float | None) -> str:
-    return "n/a" if value is None else "%.1f ms" % value
-
-
-def _s(value: float | None) -> str:
-    return "n/a" if value is None else "%.2f s" % value
-
-
-def _cpu_line(cpu: dict[str, float | None]) -> str:
-    return ", ".join("%s %s" % (name, "n/a" if v is None else "%.0f%%" % v) for name, v in cpu.items())
-
-
-# --------------------------------------------------------------------------- report
-
-
-def render(results: dict, info: dict, command: str) -> str:
-    """The ``cluster`` section of docs/performance.md."""
-    plan = results["plan"]
-    lines = [MARK_START, "## Cluster (`evledger bench cluster`)", "",
-             "Command: `%s`  " % command,
-             "Machine: %s, %s cores, %s RAM, Python %s, plyvel %s, %s; measured %s." % (
-                 info["cpu"], info["cores"], info["memory"], info["python"], info["plyvel"], info["system"],
-                 info["date"]), "",
-             "%d validators, each its own process on 127.0.0.1 (genesis from `evledger cluster init`), load from a "
-             "separate process; every entry and every HTTP request is Ed25519-signed. Throughput is committed "
-             "digests/s counted by a validator after a warm-up; latency is submit → the node answers `committed` "
-             "for the code." % plan["validators"], "",
-             "| what | result | must / goal |", "|---|---|---|"]
-
-    def tput(key: str) -> str:
-        r = results.get(key)
-        return "n/a" if r is None else "%s digests/s" % format(round(r["items_per_s"]), ",")
-
-    rows = [
-        ("committed digests/s, one signed single-item deposit per request (%d in flight)" % plan["concurrency"],
-         tput("single"), "1,500 / 3,000"),
-        ("committed digests/s, one signed batch of %s per request (%d in flight)"
-         % (format(plan["batch_items"], ","), plan["batch_concurrency"]), tput("batch"), "20,000 / 50,000"),
-    ]
-    idle = results.get("idle", {}).get("latency")
-    if idle:
-        rows.append(("commit latency at idle, one deposit at a time (p50 / p99, %d samples)" % idle["samples"],
-                     "%s / %s" % (_ms(idle["p50_ms"]), _ms(idle["p99_ms"])), "p50 ≤ 10 ms, p99 ≤ 25 ms"))
-    for kind, label in (("single", "single-item deposits"), ("batch", "batches")):
-        r = results.get("half-" + kind)
-        if r:
-            lat = r["latency"]
-            rows.append(("commit latency at half the maximum, %s (%.0f digests/s; p50 / p99, %d samples)"
-                         % (label, r["items_per_s"], lat["samples"]),
-                         "%s / %s" % (_ms(lat["p50_ms"]), _ms(lat["p99_ms"])), "p50 ≤ 50 ms, p99 ≤ 250 ms"))
-    fo = results.get("failover")
-    if fo:
-        rows.append(("primary killed (SIGKILL) → first commit of a deposit submitted after the kill",
-                     "%s (view change seen after %s)" % (_s(fo["resume_s"]), _s(fo["view_change_seen_s"])),
-                     "< 3 s / 1.5 s"))
-    lines += ["| %s | %s | %s |" % row for row in rows]
-
-    names = [n for n in results.get("rss_mib", {})] + [OTHER]
-    lines += ["", "CPU per process (% of one core) during each phase — with the highest resident memory "
-              "(MiB) sampled in the phase's measured window — and resident memory over the run "
-              "(start / middle / end, before the failover):", "",
-              "| process | " + " | ".join(k for k in ("idle", "single", "batch", "half-single", "half-batch")
-                                         if k in results) + " | RSS start / middle / end (peak) |",
-              "|---|" + "---|" * (1 + sum(k in results for k in ("idle", "single", "batch", "half-single",
-                                                                   "half-batch")))]
-    for name in names:
-        cells = []
-        for k in ("idle", "single", "batch", "half-single", "half-batch"):
-            if k in results:
-                v = results[k]["cpu_percent"].get(name)
-                peak = results[k].get("rss_peak_mib", {}).get(name)
-                cells.append(("n/a" if v is None else "%.0f%%" % v) + ("" if peak is None else " · %.0f" % peak))
-        rss = results["rss_mib"].get(name, {"start": None})
-        rss_text = "—" if name == OTHER else "n/a" if rss["start"] is None else "%.0f / %.0f / %.0f (%.0f)" % (
-            rss["start"], rss["middle"], rss["end"], rss["peak"])
-        lines.append("| %s | %s | %s |" % (name, " | ".join(cells), rss_text))
-    eff = []
-    for key, label in (("single", "single-item"), ("batch", "batched")):
-        r = results.get(key)
-        if r:
-            node_cpu = sum(v for n, v in r["cpu_percent"].items() if v is not None and n not in ("load", OTHER))
-            if node_cpu > 0:
-                eff.append("%s %s digests per node CPU-second (%.2f cores used by the nodes)"
-                           % (label, format(round(r["items_per_s"] / (node_cpu / 100)), ","), node_cpu / 100))
-    if eff:
-        lines += ["", "Efficiency, independent of what else the machine runs: " + "; ".join(eff) + ". "
-                  "`other processes` is the machine's busy time not used by this benchmark (from /proc/stat): "
-                  "what it shares the cores with."]
-    cons = results.get("consensus")
-    if cons:
-        changed = sorted(set(plan.get("consensus_set") or {}) | ({"batch_max_bytes"} if plan.get("batch_max_bytes")
-                                                                  else set()))
-        lines += ["", "Genesis consensus parameters: %s%s." % (
-            ", ".join("%s %s" % (k, format(v, ",")) for k, v in cons.items()),
-            "" if not changed else " (%s set by the command; the rest as `evledger cluster init` writes them)"
-            % ", ".join(changed))]
-    secs = plan["phases_s"]
-    warmups = ", ".join("%s %.0f s" % (k, min(10.0, max(1.0, 0.2 * v))) for k, v in secs.items() if k != "idle")
-    lines += ["", "Phases: idle %.0f s, closed loops %.0f s each, open loops at half load %.0f s each (warm-up "
-              "excluded: %s), failover with 100 single deposits/s to the backups. Closed loops hold new requests "
-              "while a node reports more than %s (single) / %s (batches) items admitted but not committed. "
-              "Latency is polled (1 ms at idle, 5 ms under load, 10 ms in failover), so it includes up to one "
-              "polling interval." % (secs["idle"], secs["single"], secs["half-single"], warmups,
-                                     format(plan.get("window", 3000), ","),
-                                     format(plan.get("batch_window", 20000), ","))]
-    notes = results.get("notes")
-    if notes:
-        lines += [""] + notes
-    lines.append(MARK_END)
-    return "\n".join(lines) + "\n"
-
-
-def write_section(path: Path, section: str) -> None:
-    text = path.read_text(encoding="utf-8") if path.exists() else \
-        "# Performance\n\nMeasured figures, each with its machine and command.\n\n"
-    if MARK_START in text and MARK_END in text:
-        before, rest = text.split(MARK_START, 1)
-        after = rest.split(MARK_END, 1)[1].lstrip("\n")
-        text = before + section + ("\n" + after if after else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text, encoding="utf-8")
 
 
 def main(plan: Plan, output: str, as_json: bool, command: str, folder: str | None = None,

@@ -11,6 +11,8 @@ import pytest
 
 from cli import build_parser
 from runtime import bench_cluster as bc
+from runtime import bench_report as br
+from runtime import bench_sampling as bs
 
 MACHINE = {"cpu": "Test CPU", "cores": 2, "memory": "4 GiB", "python": "3.11.7", "plyvel": "1.5.1",
            "system": "Linux-test", "date": "2026-11-28"}
@@ -69,8 +71,8 @@ def test_percentile_is_nearest_rank():
 
 
 def test_render_names_machine_command_figures_and_targets():
-    text = bc.render(_results(), MACHINE, "evledger bench cluster --duration 60")
-    assert text.startswith(bc.MARK_START) and text.rstrip().endswith(bc.MARK_END)
+    text = br.render(_results(), MACHINE, "evledger bench cluster --duration 60")
+    assert text.startswith(br.MARK_START) and text.rstrip().endswith(br.MARK_END)
     assert "`evledger bench cluster --duration 60`" in text
     assert "Test CPU, 2 cores" in text
     assert "1,234 digests/s" in text and "23,457 digests/s" in text
@@ -82,9 +84,9 @@ def test_render_names_machine_command_figures_and_targets():
 
 
 def test_rss_peaks_are_taken_within_the_window():
-    sampler = bc.Sampler({"a": 1})
+    sampler = bs.Sampler({"a": 1})
     sampler.samples = [(1.0, {"a": (0.0, 100 * 2**20)}), (2.0, {"a": (0.0, 300 * 2**20)}),
-                       (3.0, {"a": (0.0, 150 * 2**20), bc.MACHINE: ((1, 2), None)})]
+                       (3.0, {"a": (0.0, 150 * 2**20), bs.MACHINE: ((1, 2), None)})]
     assert sampler.rss_peaks(2.5, 3.5) == {"a": 150.0}
     assert sampler.rss_peaks(0.0, 9.0) == {"a": 300.0}
 
@@ -93,32 +95,32 @@ def test_render_without_optional_phases():
     results = _results()
     for key in ("failover", "half-single", "half-batch"):
         del results[key]
-    text = bc.render(results, MACHINE, "evledger bench cluster --no-failover")
+    text = br.render(results, MACHINE, "evledger bench cluster --no-failover")
     assert "SIGKILL" not in text.split("| what |")[1].split("CPU per process")[0]
 
 
 def test_write_section_replaces_only_its_markers(tmp_path):
     doc = tmp_path / "performance.md"
     doc.write_text("# Performance\n\n<!-- bench:ledger:start -->\nledger\n<!-- bench:ledger:end -->\n")
-    bc.write_section(doc, bc.MARK_START + "\nfirst\n" + bc.MARK_END + "\n")
-    bc.write_section(doc, bc.MARK_START + "\nsecond\n" + bc.MARK_END + "\n")
+    br.write_section(doc, br.MARK_START + "\nfirst\n" + br.MARK_END + "\n")
+    br.write_section(doc, br.MARK_START + "\nsecond\n" + br.MARK_END + "\n")
     text = doc.read_text()
     assert "ledger\n<!-- bench:ledger:end -->" in text
     assert "second" in text and "first" not in text
-    assert text.count(bc.MARK_START) == 1
+    assert text.count(br.MARK_START) == 1
 
 
 def test_proc_sampling_reads_this_process():
-    assert bc.proc_cpu_seconds(os.getpid()) >= 0
-    assert bc.proc_rss_bytes(os.getpid()) > 1_000_000
-    sampler = bc.Sampler({"me": os.getpid()})
+    assert bs.proc_cpu_seconds(os.getpid()) >= 0
+    assert bs.proc_rss_bytes(os.getpid()) > 1_000_000
+    sampler = bs.Sampler({"me": os.getpid()})
     a = sampler.take()
     sum(i * i for i in range(100_000))
     b = sampler.take()
     assert sampler.cpu_percent(a, b)["me"] is not None
     points = sampler.rss_points(["me"])["me"]
     assert points["start"] > 0 and points["peak"] >= points["end"]
-    assert bc.proc_cpu_seconds(2**22 + 12345) is None
+    assert bs.proc_cpu_seconds(2**22 + 12345) is None
 
 
 def test_tune_configs_sets_rate_and_replay_capacity(tmp_path):
@@ -153,17 +155,17 @@ def test_set_consensus_rewrites_a_valid_genesis(tmp_path):
 
 def test_render_shows_other_load_efficiency_and_consensus():
     results = _results()
-    results["single"]["cpu_percent"] = {"court-node": 50.0, "notary-node": 50.0, "load": 20.0, bc.OTHER: 70.0}
+    results["single"]["cpu_percent"] = {"court-node": 50.0, "notary-node": 50.0, "load": 20.0, bs.OTHER: 70.0}
     results["consensus"] = {"batch_max_entries": 2000, "batch_max_bytes": 262144, "batch_delay_ms": 10,
                             "view_change_timeout_ms": 2000}
-    text = bc.render(results, MACHINE, "evledger bench cluster")
+    text = br.render(results, MACHINE, "evledger bench cluster")
     assert "| other processes |" in text
     assert "1,234 digests per node CPU-second (1.00 cores used by the nodes)" in text
     assert "batch_max_bytes 262,144" in text
 
 
 def test_machine_cpu_is_read():
-    busy, total = bc.machine_cpu_seconds()
+    busy, total = bs.machine_cpu_seconds()
     assert 0 <= busy <= total
 
 
