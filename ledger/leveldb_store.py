@@ -53,6 +53,7 @@ import plyvel
 
 from . import merkle
 from .block import BlockHeader, CommitCertificate
+from .code_filter import CodeFilter
 from .codec import Fields, Limits, decode, encode, encode_wire
 from .errors import CorruptionError, DecodeError, StoreError
 from .model import EntryRecord
@@ -189,6 +190,7 @@ class LevelDBStore(Store):
         super().__init__()
         self._db = db
         self.path = path
+        self.code_filter = CodeFilter()  # every stored code key: filled by open() and _commit()
 
     def __repr__(self) -> str:
         return "LevelDBStore(%r)" % self.path
@@ -224,6 +226,7 @@ class LevelDBStore(Store):
         try:
             store._init_format()
             store._head = store._load_head()
+            store.code_filter.add(key[1:] for key in store._iter(prefix=code_key(b""), include_value=False))
         except BaseException:
             db.close()
             raise
@@ -351,6 +354,7 @@ class LevelDBStore(Store):
         # The hot loop (one put per deposit item), with put/seal/checksum inlined.  Locations
         # are checked ints, so msgpack's own packing of the tuple is their canonical form.
         batch_put, sha256, packb = batch.put, hashlib.sha256, msgpack.Packer().pack  # one Packer, not one a put
+        self.code_filter.add(code for code, _ in plan.index.codes)  # before the write: never a false "absent"
         for code, loc in plan.index.codes:
             key = b"c" + code
             payload = packb(loc)
@@ -417,6 +421,9 @@ class LevelDBStore(Store):
         return None if payload is None else Location(*parse(key, payload, _ints(3)))
 
     def _present_codes(self, codes: Sequence[bytes]) -> list[bytes]:
+        # Only the codes the filter cannot rule out are read (ledger/code_filter.py: the
+        # reads of absent keys were most of LevelDB's compaction work, by seek compactions).
+        codes = self.code_filter.maybe_present(codes)
         get = self._db.get
         try:
             found = [code for code in codes if get(b"c" + code, verify_checksums=True) is not None]
