@@ -14,14 +14,14 @@ node's CPU late in the batch phase (docs/performance.md).
 
 How
 ---
-``bits`` bits (default 2**26: 8 MiB, fixed, so memory stays flat), three bit
+``bits`` bits (default 2**26: 8 MiB, fixed, so memory stays flat), two bit
 positions per key from its Python ``hash`` (randomised per process, which is fine:
-the filter is rebuilt at every open), by double hashing.  A key that was added is
-always reported as possibly present (no false negatives); a key never added is
-reported present with probability about ``(1 - exp(-3 n / bits)) ** 3``: 0.3 % at
-two million codes, 4.6 % at ten million, 23 % at twenty million.  Past that the
-store does more LevelDB reads, never a wrong answer: every "possibly present" is
-read from LevelDB.
+the filter is rebuilt at every open).  A key that was added is always reported as
+possibly present (no false negatives); a key never added is reported present with
+probability about ``(1 - exp(-2 n / bits)) ** 2``: 0.4 % at two million codes,
+6.6 % at ten million, 20 % at twenty million (a third probe would gain little
+there and cost a third more per key).  Past that the store does more LevelDB
+reads, never a wrong answer: every "possibly present" is read from LevelDB.
 
 The store adds every code key it appends *before* the write that stores it, and
 builds the filter from the stored keys when it opens; adds take a lock (a
@@ -38,13 +38,13 @@ _M64 = (1 << 64) - 1
 
 
 class CodeFilter:
-    """Fixed-size Bloom filter of byte-string keys, three probes per key."""
+    """Fixed-size Bloom filter of byte-string keys, two probes per key."""
 
     __slots__ = ("bits", "mask", "array", "count", "lock")
 
     def __init__(self, bits: int = DEFAULT_BITS):
-        if bits < 64 or bits & (bits - 1):
-            raise ValueError("bits must be a power of two of at least 64")
+        if bits < 64 or bits > 1 << 32 or bits & (bits - 1):
+            raise ValueError("bits must be a power of two from 64 to 2**32")
         self.bits = bits
         self.mask = bits - 1
         self.array = bytearray(bits // 8)
@@ -57,12 +57,9 @@ class CodeFilter:
         with self.lock:
             for key in keys:
                 h = hash(key) & _M64
-                a, b = h & mask, (h >> 32) | 1
+                a, b = h & mask, (h >> 32) & mask
                 array[a >> 3] |= 1 << (a & 7)
-                c = (a + b) & mask
-                array[c >> 3] |= 1 << (c & 7)
-                d = (a + 2 * b) & mask
-                array[d >> 3] |= 1 << (d & 7)
+                array[b >> 3] |= 1 << (b & 7)
                 added += 1
             self.count += added
 
@@ -72,14 +69,8 @@ class CodeFilter:
         out = []
         for key in keys:
             h = hash(key) & _M64
-            a, b = h & mask, (h >> 32) | 1
-            if not array[a >> 3] >> (a & 7) & 1:
-                continue
-            c = (a + b) & mask
-            if not array[c >> 3] >> (c & 7) & 1:
-                continue
-            d = (a + 2 * b) & mask
-            if array[d >> 3] >> (d & 7) & 1:
+            a, b = h & mask, (h >> 32) & mask
+            if array[a >> 3] >> (a & 7) & 1 and array[b >> 3] >> (b & 7) & 1:
                 out.append(key)
         return out
 
@@ -87,4 +78,4 @@ class CodeFilter:
         """The expected rate for the keys added so far."""
         from math import exp
 
-        return (1.0 - exp(-3.0 * self.count / self.bits)) ** 3
+        return (1.0 - exp(-2.0 * self.count / self.bits)) ** 2

@@ -156,11 +156,37 @@ class BlockIndex:
     def from_effects(cls, height: int, effects: Any) -> "BlockIndex":
         """Adapter for ``ledger.state.BlockEffects`` of the block at ``height`` (duck-typed:
         the store does not import the state layer)."""
+        fast = _deposit_only_index(height, effects)
+        if fast is not None:
+            return fast
         return cls(
             codes=[(code, (height, e, i)) for code, (e, i) in effects.codes.items()],
             cases=[(case, code) for case, codes in effects.cases.items() for code in codes],
             entry_keys=[(key, (height, e)) for key, e in effects.entry_keys.items()],
         )
+
+
+def _deposit_only_index(height: Any, effects: Any) -> BlockIndex | None:
+    """``BlockIndex.from_effects`` for a block of deposits without case links (the common
+    block), with the same checks as whole-column C loops and without the intermediate
+    pairs; ``None`` for anything else, which takes the general path."""
+    codes = effects.codes
+    if effects.cases or effects.entry_keys or type(codes) is not dict or not codes or type(height) is not int:
+        return None
+    keys, targets = list(codes), list(codes.values())
+    if not check_code_keys(keys) or set(map(type, targets)) != {tuple} or set(map(len, targets)) != {2}:
+        return None
+    entries, items = zip(*targets)
+    if (set(map(type, entries)) != {int} or set(map(type, items)) != {int} or height < 0
+            or min(entries) < 0 or min(items) < 0 or len(set(targets)) != len(targets)):
+        return None  # negative or repeated locations: the general path names the problem
+    index = object.__new__(BlockIndex)
+    located = dict(zip(keys, map(tuple.__new__, repeat(Location), zip(repeat(height), entries, items))))
+    order = sorted(keys)  # bytes against bytes: cheaper than sorting (key, location) pairs
+    object.__setattr__(index, "codes", tuple(zip(order, map(located.__getitem__, order))))
+    object.__setattr__(index, "entry_keys", ())
+    object.__setattr__(index, "cases", ())
+    return index
 
 
 class AbsentCodes:

@@ -26,18 +26,18 @@ def test_every_added_key_may_be_present():
 
 def test_keys_never_added_are_mostly_ruled_out_at_the_designed_load():
     f = CodeFilter(bits=1 << 20)
-    f.add(_keys(1 << 16))  # 16 bits a key: expected rate about 0.3 %
+    f.add(_keys(1 << 16))  # 16 bits a key: expected rate about 1.4 %
     others = _keys(20_000)
     rate = len(f.maybe_present(others)) / len(others)
-    assert rate < 0.02
-    assert 0.001 < f.false_positive_rate() < 0.01
+    assert rate < 0.04
+    assert 0.005 < f.false_positive_rate() < 0.03
 
 
 def test_an_empty_filter_rules_everything_out():
     assert CodeFilter(bits=1 << 10).maybe_present(_keys(100)) == []
 
 
-@pytest.mark.parametrize("bits", [0, 63, 1000, -64])
+@pytest.mark.parametrize("bits", [0, 63, 1000, -64, 1 << 33])
 def test_sizes_that_are_not_powers_of_two_are_refused(bits):
     with pytest.raises(ValueError):
         CodeFilter(bits=bits)

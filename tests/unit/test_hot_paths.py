@@ -163,6 +163,36 @@ def test_block_index_fast_path_matches_the_item_loop(pairs):
     assert got == expected and all(type(loc) is Location for _, loc in got)
 
 
+class _Effects:
+    def __init__(self, codes, cases=None, entry_keys=None):
+        self.codes, self.cases, self.entry_keys = codes, cases or {}, entry_keys or {}
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.text(alphabet="0123456789ABCDEFGHJKMNPQRSTVWXYZ", min_size=25, max_size=25).map(str.encode),
+                       st.tuples(st.integers(0, 3), st.integers(0, 3)), min_size=2, max_size=8),
+       st.sampled_from([None, (b"", (0, 0)), (b"x\x00", (0, 0)), (b"A" * 25, (-1, 0)), (b"B" * 25, (True, 0)),
+                        (b"C" * 25, (0, 1.0))]),
+       st.sampled_from([0, 1, 5, -1, True]), st.booleans())
+def test_block_index_from_effects_fast_path_matches_the_general_one(codes, extra, height, with_case):
+    """A block of deposits only is indexed without the intermediate pairs; the result,
+    or the refusal, must be what the constructor gives for the same pairs."""
+    if extra is not None:
+        codes = {**codes, extra[0]: extra[1]}
+    effects = _Effects(codes, {"case-1": tuple(codes)[:1]} if with_case else None)
+    pairs = [(code, (height, e, i)) for code, (e, i) in codes.items()]
+    cases = [(case, code) for case, keys in effects.cases.items() for code in keys]
+    try:
+        expected = BlockIndex(codes=pairs, cases=cases)
+    except (TypeError, ValueError) as exc:
+        with pytest.raises(type(exc)):
+            BlockIndex.from_effects(height, effects)
+        return
+    got = BlockIndex.from_effects(height, effects)
+    assert got == expected
+    assert all(type(loc) is Location for _, loc in got.codes)
+
+
 @settings(max_examples=100, deadline=None)
 @given(st.lists(st.tuples(st.sampled_from(["general", "copyright", "patent", "nope"]),
                           st.integers(0, MAX_META + 1), st.one_of(st.none(), st.integers(1, MAX_CASE + 2)),
