@@ -226,7 +226,9 @@ class LevelDBStore(Store):
         try:
             store._init_format()
             store._head = store._load_head()
-            store.code_filter.add(key[1:] for key in store._iter(prefix=code_key(b""), include_value=False))
+            # The scan reads every code key once: it must not push useful blocks out of the cache.
+            store.code_filter.add(key[1:] for key in store._iter(prefix=code_key(b""), include_value=False,
+                                                                 fill_cache=False))
         except BaseException:
             db.close()
             raise
