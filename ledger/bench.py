@@ -290,11 +290,13 @@ def render(results: dict, info: dict, command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_section(path: Path, section: str) -> None:
+def write_section(path: Path, section: str, marks: tuple[str, str] = (MARK_START, MARK_END)) -> None:
+    """Put ``section`` between ``marks`` in ``path`` (appended when they are absent); the rest stays."""
+    start, end = marks
     text = path.read_text(encoding="utf-8") if path.exists() else "# Performance\n\nMeasured figures, each with its machine and command.\n\n"
-    if MARK_START in text and MARK_END in text:
-        before, rest = text.split(MARK_START, 1)
-        after = rest.split(MARK_END, 1)[1].lstrip("\n")
+    if start in text and end in text:
+        before, rest = text.split(start, 1)
+        after = rest.split(end, 1)[1].lstrip("\n")
         text = before + section + ("\n" + after if after else "")
     else:
         text = text.rstrip("\n") + "\n\n" + section

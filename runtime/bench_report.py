@@ -122,12 +122,7 @@ def render(results: dict, info: dict, command: str) -> str:
 
 
 def write_section(path: Path, section: str) -> None:
-    text = path.read_text(encoding="utf-8") if path.exists() else \
-        "# Performance\n\nMeasured figures, each with its machine and command.\n\n"
-    if MARK_START in text and MARK_END in text:
-        before, rest = text.split(MARK_START, 1)
-        after = rest.split(MARK_END, 1)[1].lstrip("\n")
-        text = before + section + ("\n" + after if after else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text, encoding="utf-8")
+    """The cluster section of ``path`` (docs/performance.md), the way ``evledger bench ledger`` writes its own."""
+    from ledger.bench import write_section as write_between
+
+    write_between(path, section, (MARK_START, MARK_END))
