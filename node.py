@@ -75,6 +75,7 @@ log = logging.getLogger("evledger.node")
 
 VERSION = "0.1.0"
 FETCH_REPLY_BYTES = 4 * 1024 * 1024
+SWEEP_S = 1.0  # how often pending local requests are checked for a lost forward
 
 
 class _ConsensusApp:
@@ -149,6 +150,7 @@ class Node:
         self._writing = False
         self._writer: ThreadPoolExecutor | None = None
         self._writes_idle: asyncio.Event | None = None
+        self._sweep_handle: asyncio.TimerHandle | None = None
         node_metrics.register(self)
         self._lag_probe = node_metrics.LagProbe(self.m_loop_lag)
         self._gc_timer = node_metrics.GcTimer(self.m_gc)
@@ -172,7 +174,9 @@ class Node:
                                persisted=self.store.replica_state())
         self.transport = self._make_transport()
         self.forwarder = Forwarder(self.transport, self._forward_target, self.pool.local_records, self.name,
-                                   lambda items: self.m_resent.inc(by=items))
+                                   lambda items: self.m_resent.inc(by=items), clock=self.now_ms,
+                                   resend_ms=2 * self.genesis.consensus.view_change_timeout_ms,
+                                   is_primary=lambda: self.replica.is_primary())
         await self.transport.start()
         api = Api(NodeService(self), public_rate_per_s=self.config.api.public_rate_per_s,
                   max_body_bytes=self.config.api.max_body_bytes)
@@ -183,11 +187,14 @@ class Node:
         await site.start()
         self.step(io.Started())
         self._lag_probe.start()
+        self._sweep_handle = asyncio.get_running_loop().call_later(SWEEP_S, self._sweep_forwards)
         log.info("node %s (%s) serving chain %s at height %d on http://%s:%d", self.name, self.role,
                  self.chain_id, self.store.head().height, self.config.api.listen.host, self.config.api.listen.port)
 
     async def stop(self) -> None:
         self._lag_probe.stop()
+        if self._sweep_handle is not None:
+            self._sweep_handle.cancel()
         self._gc_timer.remove()
         self._timer.cancel()
         if self._runner is not None:
@@ -355,6 +362,13 @@ class Node:
     def forward(self, records: list[EntryRecord]) -> None:
         """Send records admitted here on (runtime/forwarding.py: to the primary, or every validator)."""
         self.forwarder.forward(records)
+
+    def _sweep_forwards(self) -> None:
+        """Every ``SWEEP_S``: re-send requests submitted here whose forward may have been lost."""
+        try:
+            self.forwarder.sweep()
+        finally:
+            self._sweep_handle = asyncio.get_running_loop().call_later(SWEEP_S, self._sweep_forwards)
 
     def _forward_target(self) -> str | None:
         if self.role != "validator" or self.replica.in_vc:

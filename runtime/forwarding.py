@@ -23,6 +23,13 @@ Every validator gets a request:
 When a view begins, the requests submitted here and not committed yet go to
 its primary (``io.ViewChanged``), whatever the old primary did with them.
 
+A forward can also be lost while the view stands: a full peer queue drops its
+oldest frames, a primary restarting loses what was in flight.  The progress timer
+does not notice while other blocks keep being delivered, so every second the node
+re-sends the requests submitted here that have been pending for ``resend_ms``
+since they last left (:meth:`Forwarder.sweep`; the forward timeout of SmartBFT).
+The primary drops what it already has.
+
 Requests leave in coalesced ``requests`` frames: those answered in one turn of
 the event loop share a frame (flushed with ``call_soon``, so no delay is added),
 at most ``FLUSH_BYTES`` or half of ``peerwire.MAX_REQUEST_RECORDS`` records each.
@@ -54,11 +61,19 @@ class Forwarder:
     """Sends records on; ``target()`` names the one validator to send to, or ``None`` for all."""
 
     def __init__(self, transport: _Transport, target: Callable[[], str | None],
-                 local_records: Callable[[], list[EntryRecord]], name: str, on_resent: Callable[[int], None]):
+                 local_records: Callable[[], list[EntryRecord]], name: str, on_resent: Callable[[int], None],
+                 clock: Callable[[], int], resend_ms: int, is_primary: Callable[[], bool]):
         self.transport, self.target, self.local_records = transport, target, local_records
         self.name, self.on_resent = name, on_resent
+        self.clock, self.resend_ms, self.is_primary = clock, resend_ms, is_primary
         self._queued: list[EntryRecord] = []
         self._queued_bytes = 0
+        self._sent_at: dict[bytes, int] = {}  # request id -> when it last left this node (local records only)
+
+    def _sent(self, records: list[EntryRecord]) -> None:
+        now = self.clock()
+        for record in records:
+            self._sent_at[record.entry.leaf_hash()] = now
 
     def forward(self, records: list[EntryRecord]) -> None:
         """Queue records admitted here; they leave at the end of this turn of the event loop."""
@@ -72,6 +87,7 @@ class Forwarder:
     def flush(self) -> None:
         if self._queued:
             records, self._queued, self._queued_bytes = self._queued, [], 0
+            self._sent(records)
             self.send(records, self.target())
 
     def resend_local(self, target: str | None) -> None:
@@ -81,7 +97,31 @@ class Forwarder:
         records = self.local_records()
         if records:
             self.on_resent(items_of(records))
+            self._sent(records)
             self.send(records, target)
+
+    def sweep(self) -> int:
+        """Re-send the local requests pending for ``resend_ms`` since they last left; the items re-sent.
+
+        Forgets the send times of requests no longer pending.  The primary re-sends
+        nothing: its own replica holds what it was given.
+        """
+        now = self.clock()
+        sent_at, due = {}, []
+        for record in self.local_records():
+            rid = record.entry.leaf_hash()
+            at = self._sent_at.get(rid, now)
+            if now - at >= self.resend_ms and not self.is_primary():
+                due.append(record)
+                at = now
+            sent_at[rid] = at
+        self._sent_at = sent_at
+        if not due:
+            return 0
+        items = items_of(due)
+        self.on_resent(items)
+        self.send(due, self.target())
+        return items
 
     def send(self, records: list[EntryRecord], target: str | None) -> None:
         """``requests`` frames to ``target`` (or every validator), split by size and count."""

@@ -36,9 +36,18 @@ class FakeTransport:
         return out
 
 
-def _forwarder(target, local=()):
+class Clock:
+    def __init__(self):
+        self.now = 1_000_000
+
+    def __call__(self) -> int:
+        return self.now
+
+
+def _forwarder(target, local=(), clock=None, primary=False):
     transport, resent = FakeTransport(), []
-    fwd = Forwarder(transport, lambda: target, lambda: list(local), "notary-node", resent.append)
+    fwd = Forwarder(transport, lambda: target, lambda: list(local), "notary-node", resent.append,
+                    clock=clock or Clock(), resend_ms=4000, is_primary=lambda: primary)
     return fwd, transport, resent
 
 
@@ -129,3 +138,36 @@ def test_a_record_forwarded_first_and_submitted_later_stays_not_local():
 @pytest.mark.parametrize("items", [1, 5])
 def test_items_of_counts_deposit_items(items):
     assert forwarding.items_of([deposit(items, start=700)]) == items
+
+
+def test_a_request_pending_too_long_since_it_left_is_sent_again_once_per_period():
+    """A forward can be lost (a full peer queue, a primary restarting) while other blocks
+    keep the progress timer quiet: the origin re-sends it (SmartBFT's forward timeout)."""
+    clock = Clock()
+    local = [deposit(2, start=800)]
+    fwd, transport, resent = _forwarder("court-node", local, clock)
+    _run(lambda: fwd.forward(local))
+    assert len(transport.sent) == 1
+    clock.now += 3999
+    assert fwd.sweep() == 0 and len(transport.sent) == 1
+    clock.now += 1
+    assert fwd.sweep() == 2
+    assert transport.records()[-1] == ("court-node", [local[0].entry.signature])
+    clock.now += 1000
+    assert fwd.sweep() == 0  # the period restarts when it leaves again
+    clock.now += 3000
+    assert fwd.sweep() == 2 and resent == [2, 2]
+
+
+def test_committed_requests_are_forgotten_and_the_primary_resends_nothing():
+    clock = Clock()
+    local = [deposit(1, start=900)]
+    fwd, transport, _ = _forwarder("court-node", local, clock)
+    _run(lambda: fwd.forward(local))
+    local.clear()  # committed: no longer pending here
+    clock.now += 10_000
+    assert fwd.sweep() == 0 and fwd._sent_at == {}
+    primary, ptransport, _ = _forwarder(None, [deposit(1, start=950)], clock, primary=True)
+    primary.sweep()
+    clock.now += 10_000
+    assert primary.sweep() == 0 and ptransport.sent == []
