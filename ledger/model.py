@@ -325,8 +325,6 @@ def items_root(items: tuple[DepositItem, ...] | list[DepositItem]) -> bytes:
     return merkle.root([item.leaf_hash() for item in items])
 
 
-
-
 # signature -> (encoded record, EntryRecord), weighted by encoded bytes: 4 MiB of
 # encoding is about 20 MiB with the decoded objects; it covers the seconds between
 # a record's admission (or forward) and its pre-prepare at any load.

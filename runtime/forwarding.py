@@ -106,12 +106,12 @@ class Forwarder:
         Forgets the send times of requests no longer pending.  The primary re-sends
         nothing: its own replica holds what it was given.
         """
-        now = self.clock()
+        now, primary = self.clock(), self.is_primary()
         sent_at, due = {}, []
         for record in self.local_records():
             rid = record.entry.leaf_hash()
             at = self._sent_at.get(rid, now)
-            if now - at >= self.resend_ms and not self.is_primary():
+            if now - at >= self.resend_ms and not primary:
                 due.append(record)
                 at = now
             sent_at[rid] = at

@@ -109,3 +109,33 @@ def test_bodies_are_canonical_and_equal_to_the_client_library_s():
     batch = decode(maker.batch(who, "chain-x"))
     assert batch[2][0][2][2][4] == 5 and len(batch[2][0][3]) == 5
     assert maker.batch(who, "chain-x") != maker.batch(who, "chain-x")  # fresh signature and time each
+
+
+@pytest.mark.parametrize("reply, message", [
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n\r\n", "chunked"),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: abc\r\n\r\n", "Content-Length"),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 999999999999\r\n\r\n", "Content-Length"),
+    (b"HTTP/1.1 200 OK\r\n" + b"X-Pad: " + b"a" * 70_000, "head over"),
+    (b"garbage\r\n\r\n", "status line"),
+])
+def test_answers_the_client_cannot_read_are_errors_naming_why(reply, message):
+    async def handle(reader, writer):
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(reply)
+        await writer.drain()
+        await asyncio.sleep(0.5)
+        writer.close()
+
+    async def main():
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        client = Client(timeout_s=5)
+        try:
+            with pytest.raises(HttpError, match=message):
+                await client.call("GET", "http://127.0.0.1:%d" % port, "/v1/status")
+        finally:
+            await client.close()
+            server.close()
+            await server.wait_closed()
+
+    asyncio.run(main())

@@ -44,8 +44,9 @@ def test_sizes_that_are_not_powers_of_two_are_refused(bits):
 
 
 def test_concurrent_adds_lose_no_bit():
-    """Adds are read-modify-writes of bytes: without the lock, two threads setting bits
-    of one byte could lose one, a false 'absent' and a duplicate code on chain."""
+    """Adds are read-modify-writes of bytes, done under a lock: two threads setting bits of
+    one byte must not lose one (a false 'absent', a duplicate code on chain).  A lost
+    update needs an unlucky thread switch, so this guards the lock rather than proving it."""
     f = CodeFilter(bits=1 << 12)  # small: threads keep hitting the same bytes
     batches = [_keys(5_000) for _ in range(4)]
     threads = [threading.Thread(target=f.add, args=(batch,)) for batch in batches]
