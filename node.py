@@ -51,6 +51,7 @@ from consensus.auth import Ed25519Auth
 from consensus.errors import AppRejected
 from consensus.params import Params
 from consensus.replica import Replica
+from ledger import derived
 from ledger.block import Block
 from ledger.chain import LedgerApp, Tip
 from ledger.errors import DecodeError, InputError
@@ -348,8 +349,10 @@ class Node:
         return BlockIndex.from_effects(block.header.height, tip.effects)
 
     def _delivered(self, block: Block, written: Any) -> None:
-        """What follows a block's append: forget its tip, release its deposits from the pool, count it."""
+        """What follows a block's append: forget its tip and its records' memos, release its
+        deposits from the pool, count it."""
         self.app.forget_up_to(block.header.height)
+        derived.forget(self.chain_id, block.records)
         items = 0
         for record in block.records:
             self.pool.remove(record.entry.leaf_hash())

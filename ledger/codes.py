@@ -66,6 +66,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import Iterable
 
 from ledger.errors import CodeError
 
@@ -76,7 +77,10 @@ __all__ = [
     "DATA_BITS",
     "MAX_INPUT_CHARS",
     "DepositCode",
+    "codes_from_keys",
     "derive_code",
+    "derive_code_keys",
+    "derive_codes",
     "is_well_formed",
     "parse_code",
     "partial_check",
@@ -144,6 +148,8 @@ _PAIRS = tuple(a + b for a in ALPHABET for b in ALPHABET)  # 10-bit value -> two
 # derive_codes in bulk: symbol value (one per byte) -> symbol; spreading masks by batch size.
 _SYMBOL_BYTES = bytes(ord(ALPHABET[b]) if b < 32 else 0 for b in range(256))
 _PAD_BITS = 160 - 5 * CODE_SYMBOLS  # 35
+# symbol (ASCII) -> the digit of its value in base 32 as ``int(text, 32)`` reads it
+_TO_BASE32 = bytes.maketrans(ALPHABET.encode("ascii"), b"0123456789abcdefghijklmnopqrstuv")
 _MASKS: dict[int, list[tuple[int, int, int]]] = {}
 
 
@@ -236,25 +242,56 @@ def derive_codes(chain_id: str, signature: bytes, count: int) -> tuple[list[Depo
     per-item work skips re-validating what the derivation guarantees (the value
     is 115 bits by construction) and builds the compact key directly.
     """
+    values = _derive_values(chain_id, signature, count)
+    new, setattr_ = object.__new__, object.__setattr__
+    codes = []
+    for value in values:
+        code = new(DepositCode)
+        setattr_(code, "value", value)
+        codes.append(code)
+    return codes, _keys_of_values(values)
+
+
+def derive_code_keys(chain_id: str, signature: bytes, count: int) -> list[bytes]:
+    """The ``key`` s of :func:`derive_codes`, without building a ``DepositCode`` per item.
+
+    What every validator needs for every item it indexes; the code objects are
+    made on demand from the keys (:func:`codes_from_keys`).
+    """
+    return _keys_of_values(_derive_values(chain_id, signature, count))
+
+
+def codes_from_keys(keys: Iterable[bytes]) -> list[DepositCode]:
+    """The codes whose ``key`` s these are (keys as this module derives them: not checked)."""
+    new, setattr_, base32 = object.__new__, object.__setattr__, _TO_BASE32
+    codes = []
+    for key in keys:
+        code = new(DepositCode)
+        setattr_(code, "value", int(key[:DATA_SYMBOLS].translate(base32), 32))
+        codes.append(code)
+    return codes
+
+
+def _derive_values(chain_id: str, signature: bytes, count: int) -> list[int]:
     if count:
         derive_code(chain_id, signature, 0)  # every check derive_code makes, with its exact errors
     if type(count) is not int or not 0 <= count <= 2**32:
         raise ValueError("count must be an int in [0, 2**32]")
     base = hashlib.sha256(DERIVATION_DOMAIN + chain_id.encode("utf-8") + b"\x00" + bytes(signature))
     shift = 120 - DATA_BITS
-    check_factor = 32**CHECK_SYMBOLS
-    new, setattr_ = object.__new__, object.__setattr__
-    codes, blocks = [], []
+    values = []
     for index in range(count):
         h = base.copy()
         h.update(index.to_bytes(4, "big"))
-        value = int.from_bytes(h.digest()[:15], "big") >> shift
-        code = new(DepositCode)
-        setattr_(code, "value", value)
-        codes.append(code)
-        # The 125-bit symbol number, left-aligned in 160 bits (32 symbols, the last 7 zero).
-        blocks.append((value * check_factor + (-value * check_factor) % CHECK_MODULUS) << _PAD_BITS)
-    return codes, _symbol_keys(blocks)
+        values.append(int.from_bytes(h.digest()[:15], "big") >> shift)
+    return values
+
+
+def _keys_of_values(values: list[int]) -> list[bytes]:
+    check_factor = 32**CHECK_SYMBOLS
+    # The 125-bit symbol number, left-aligned in 160 bits (32 symbols, the last 7 zero).
+    return _symbol_keys([(value * check_factor + (-value * check_factor) % CHECK_MODULUS) << _PAD_BITS
+                         for value in values])
 
 
 def _spread_masks(count: int) -> list[tuple[int, int, int]]:

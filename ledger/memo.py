@@ -30,3 +30,9 @@ class BoundedMemo:
             self.weight -= data.pop(next(iter(data)))[1]
         data[key] = (value, weight)
         self.weight += weight
+
+    def discard(self, key) -> None:
+        """Forget ``key`` (a value no longer needed frees its memory now, not when pushed out)."""
+        old = self.data.pop(key, None)
+        if old is not None:
+            self.weight -= old[1]

@@ -331,6 +331,11 @@ def items_root(items: tuple[DepositItem, ...] | list[DepositItem]) -> bytes:
 _RECORDS = BoundedMemo(4 * 1024 * 1024)
 
 
+def forget_record(record: "EntryRecord") -> None:
+    """Drop a record from the record memo (it was committed: ``ledger.derived.forget``)."""
+    _RECORDS.discard(record.entry.signature)
+
+
 def _signature_of(items: Any) -> bytes | None:
     """The entry signature of a record's wire array, or None if it is not shaped like one."""
     if type(items) is list and len(items) == 5:

@@ -70,12 +70,12 @@ from operator import attrgetter
 from types import MappingProxyType
 from typing import AbstractSet as Set, Iterable, Mapping, NamedTuple, Protocol, Sequence
 
-from .codes import DepositCode, derive_codes
+from . import derived
+from .codes import DepositCode, codes_from_keys
 from .crypto import PublicKey
 from .errors import EntryRejected, SignatureError
 from .genesis import EntryLimits, Genesis
 from .model import CALLER_ROLES, AccessRecord, CaseEvent, CreditEvent, Deposit, Entry, EntryRecord
-from .memo import BoundedMemo as _Memo
 
 __all__ = [
     "SIGNER_ROLES",
@@ -86,6 +86,7 @@ __all__ = [
     "Rules",
     "apply_block",
     "check_record",
+    "check_record_keys",
     "deposit_code_keys",
     "deposit_codes",
     "entry_key",
@@ -184,36 +185,16 @@ def entry_key(entry: Entry) -> bytes:
     return hashlib.sha256(ENTRY_KEY_DOMAIN + entry.signature).digest()
 
 
-# Sized for the seconds between admission and commit (node RSS must stay under 200 MB):
-_CODES = _Memo(60_000)  # (chain_id, signature, item count) -> (codes, code keys), weighted by items: ~10 MiB
-_VERIFIED = _Memo(30_000)  # signature -> SHA-256 of (public key, chain id, context, signed body): ~6 MiB
-
-
-def _codes_and_keys(chain_id: str, record: EntryRecord) -> tuple[tuple[DepositCode, ...], tuple[bytes, ...]]:
-    sig = record.entry.signature
-    count = len(record.items)
-    memo_key = (chain_id, sig, count)
-    hit = _CODES.get(memo_key)
-    if hit is not None:
-        return hit
-    codes, keys = derive_codes(chain_id, sig, count)
-    value = (tuple(codes), tuple(keys))
-    _CODES.put(memo_key, value, count + 3)  # + the entry's own overhead, in item units
-    return value
-
-
 def deposit_code_keys(chain_id: str, record: EntryRecord) -> tuple[bytes, ...]:
     """The store keys (``DepositCode.key``) of a deposit's items, in item order (empty for other entries)."""
     if not isinstance(record.entry.body, Deposit):
         return ()
-    return _codes_and_keys(chain_id, record)[1]
+    return derived.code_keys(chain_id, record)
 
 
 def deposit_codes(chain_id: str, record: EntryRecord) -> list[DepositCode]:
     """The codes of a deposit's items, in item order (empty for other entries)."""
-    if not isinstance(record.entry.body, Deposit):
-        return []
-    return list(_codes_and_keys(chain_id, record)[0])
+    return codes_from_keys(deposit_code_keys(chain_id, record))
 
 
 # --------------------------------------------------------------------------- checks
@@ -227,7 +208,6 @@ def _reject(reason: str, field_: str, message: str, codes: Sequence[DepositCode]
 
 
 class _Verdict(NamedTuple):
-    codes: list[DepositCode]
     keys: tuple[bytes, ...]  # code keys of a deposit, or (entry_key,) of another entry
     case_adds: list[tuple[str, bytes]]
 
@@ -352,14 +332,14 @@ def _check_signature(rules: Rules, signer: _MemberRule, record: EntryRecord) -> 
     body = entry.body_bytes()
     fingerprint = hashlib.sha256(b"\x00".join((signer.key.raw, rules.chain_id.encode("utf-8"),
                                                entry.context.encode("ascii"), body))).digest()
-    if _VERIFIED.get(entry.signature) == fingerprint:
+    if derived.verified(entry.signature, fingerprint):
         return
     try:
         signer.key.verify(entry.context, rules.chain_id, body, entry.signature)
     except SignatureError:
         raise _reject("bad_signature", "entry.signature", "does not verify for %r on chain %s"
                       % (record.entry.signer, rules.chain_id)) from None
-    _VERIFIED.put(entry.signature, fingerprint)
+    derived.remember_verified(entry.signature, fingerprint)
 
 
 def _cited(body) -> tuple[str, tuple[str, ...]]:
@@ -371,21 +351,22 @@ def _cited(body) -> tuple[str, tuple[str, ...]]:
 
 def _deposit_keys(rules: Rules, view: ChainView, record: EntryRecord, pending: Set[bytes]) -> _Verdict:
     """Step 7 for a deposit: its codes, none already on chain or earlier in the block."""
-    codes, keys = _codes_and_keys(rules.chain_id, record)
-    codes = list(codes)
+    keys = derived.code_keys(rules.chain_id, record)
     present = getattr(view, "codes_present", None)
     if present is not None:  # one bulk lookup (ChainView.codes_present, optional)
         stored = set(present(keys))
-        dup = [code for code, key in zip(codes, keys) if key in pending or key in stored]
+        dup = [key for key in keys if key in pending or key in stored]
     else:
-        dup = [code for code, key in zip(codes, keys) if key in pending or view.has_code(key)]
+        dup = [key for key in keys if key in pending or view.has_code(key)]
     if dup:
+        codes = codes_from_keys(dup)
         raise _reject("already_deposited", "deposit", "already deposited: %s%s"
-                      % (", ".join(str(c) for c in dup[:5]), " ..." if len(dup) > 5 else ""), dup)
+                      % (", ".join(str(c) for c in codes[:5]), " ..." if len(codes) > 5 else ""), codes)
     if len(set(keys)) != len(keys):  # two items of one batch with one code: ~2**-100, still never index twice
-        raise _reject("already_deposited", "deposit", "two items of this deposit have the same code", codes)
+        raise _reject("already_deposited", "deposit", "two items of this deposit have the same code",
+                      codes_from_keys(keys))
     adds = [(item.case, key) for item, key in zip(record.items, keys) if item.case is not None]
-    return _Verdict(codes, keys, adds)
+    return _Verdict(keys, adds)
 
 
 def _event_keys(view: ChainView, record: EntryRecord, pending: Set[bytes]) -> _Verdict:
@@ -400,7 +381,7 @@ def _event_keys(view: ChainView, record: EntryRecord, pending: Set[bytes]) -> _V
         if ckey not in pending and not view.has_code(ckey):
             raise _reject("unknown_code", "%s.%s[%d]" % (body.TAG, name, i), "no deposit with code %s" % code)
     adds = [(body.case, c.encode("ascii")) for c in body.codes] if isinstance(body, CaseEvent) else []
-    return _Verdict([], (key,), adds)
+    return _Verdict((key,), adds)
 
 
 def _check(rules: Rules, view: ChainView, record: EntryRecord, block_time: int, pending: Set[bytes]) -> _Verdict:
@@ -427,8 +408,16 @@ def check_record(rules: Rules, view: ChainView, record: EntryRecord, block_time:
     entry keys, as :func:`apply_block` accumulates them); it is not modified.
     Raises :class:`EntryRejected` with the ``reason`` of the first failing check.
     """
+    keys = check_record_keys(rules, view, record, block_time, pending_codes)
+    return codes_from_keys(keys) if isinstance(record.entry.body, Deposit) else []
+
+
+def check_record_keys(rules: Rules, view: ChainView, record: EntryRecord, block_time: int,
+                      pending_codes: Set[bytes] = frozenset()) -> tuple[bytes, ...]:
+    """:func:`check_record`, returning what the record would index instead of code objects:
+    its code keys (a deposit) or its entry key (any other entry)."""
     _check_time_arg(block_time)
-    return _check(rules, view, record, block_time, pending_codes).codes
+    return _check(rules, view, record, block_time, pending_codes).keys
 
 
 class _Builder:

@@ -132,7 +132,7 @@ def memory_report(node: Any) -> str:
     the bounded structures and their fill, and the most numerous Python objects."""
     from collections import Counter as Tally
 
-    from ledger import model, state
+    from ledger import derived, model
 
     rss = "?"
     try:
@@ -145,8 +145,8 @@ def memory_report(node: Any) -> str:
         parts.append("pool %d items" % len(node.pool))
     parts.append("replay cache %d nonces" % len(node.verifier.replay))
     parts.append("record memo %d KiB" % (model._RECORDS.weight // 1024))
-    parts.append("code memo %d items" % state._CODES.weight)
-    parts.append("signature memo %d" % state._VERIFIED.weight)
+    parts.append("code memo %d items" % derived.CODES.weight)
+    parts.append("signature memo %d" % derived.VERIFIED.weight)
     if node.store is not None:
         parts.append("absent codes %d" % len(node.store._absent.keys))
     if node.transport is not None:

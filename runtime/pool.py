@@ -25,10 +25,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-from ledger.codes import DepositCode
+from ledger.codes import DepositCode, codes_from_keys
 from ledger.errors import EntryRejected
 from ledger.model import Deposit, EntryRecord
-from ledger.state import Rules, check_record, deposit_code_keys, deposit_codes
+from ledger.state import Rules, check_record_keys, deposit_code_keys
 
 
 class PoolFull(Exception):
@@ -45,11 +45,15 @@ class Outcome:
     """What happened to one submitted record."""
 
     record: EntryRecord
-    codes: list[DepositCode]
     state: str  # "pending", "committed" or "rejected"
     heights: list[int | None] = field(default_factory=list)
     error: EntryRejected | None = None
-    keys: tuple[bytes, ...] = ()  # the codes' store keys (compact form), aligned with ``codes``
+    keys: tuple[bytes, ...] = ()  # a deposit's code keys (compact form), in item order
+
+    @property
+    def codes(self) -> list[DepositCode]:
+        """The deposit's codes (made from the keys on demand)."""
+        return codes_from_keys(self.keys)
 
 
 @dataclass
@@ -88,21 +92,19 @@ class DepositPool:
 
     def _check_one(self, record: EntryRecord, now_ms: int) -> Outcome:
         rid = record.entry.leaf_hash()
-        codes = deposit_codes(self.rules.chain_id, record) if isinstance(record.entry.body, Deposit) else []
-        keys = deposit_code_keys(self.rules.chain_id, record)  # memoised with the codes: no re-encoding
+        keys = deposit_code_keys(self.rules.chain_id, record)  # derived once, then memoised
+        blank = [None] * len(keys)
         # The store first: a block is in the store (and reported committed) a moment
         # before the node releases its records from the pool, once the block is durable.
         try:
-            check_record(self.rules, self.store, record, now_ms)
+            check_record_keys(self.rules, self.store, record, now_ms)
         except EntryRejected as err:
-            if err.reason == "already_deposited" and codes and all(self.store.has_code(k) for k in keys):
-                return Outcome(record, codes, "committed", [self.locate_height(k) for k in keys], keys=keys)
+            if err.reason == "already_deposited" and keys and all(self.store.has_code(k) for k in keys):
+                return Outcome(record, "committed", [self.locate_height(k) for k in keys], keys=keys)
             if rid in self.by_request:
-                return Outcome(record, codes, "pending", [None] * len(codes), keys=keys)
-            return Outcome(record, codes, "rejected", error=err, keys=keys)
-        if rid in self.by_request:
-            return Outcome(record, codes, "pending", [None] * len(codes), keys=keys)
-        return Outcome(record, codes, "new", [None] * len(codes), keys=keys)
+                return Outcome(record, "pending", blank, keys=keys)
+            return Outcome(record, "rejected", error=err, keys=keys)
+        return Outcome(record, "pending" if rid in self.by_request else "new", blank, keys=keys)
 
     def admit(self, records: Sequence[EntryRecord], now_ms: int) -> list[Outcome]:
         """Check and admit ``records``; raise :class:`PoolFull` (admitting none) if they do not fit.

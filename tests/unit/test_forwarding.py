@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from ledger.memory_store import MemoryStore
-from ledger.state import Rules
+from ledger.state import Rules, deposit_codes
 from runtime import forwarding, peerwire
 from runtime.forwarding import Forwarder
 from runtime.pool import DepositPool
@@ -124,6 +124,14 @@ def test_the_pool_knows_which_records_were_submitted_here():
     assert len(pool) == 4
     pool.remove(mine.entry.leaf_hash())
     assert pool.local_records() == [] and len(pool) == 2
+
+
+def test_an_outcome_names_the_codes_its_keys_stand_for():
+    pool = _pool()
+    record = deposit(3, start=800)
+    (outcome,) = pool.admit([record], T)
+    assert outcome.codes == deposit_codes(RULES.chain_id, record)
+    assert [c.key for c in outcome.codes] == list(outcome.keys)
 
 
 def test_a_record_forwarded_first_and_submitted_later_stays_not_local():

@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 
 from ledger import item_reader, model
 from ledger.codec import DecodeError, array_header, decode, encode
-from ledger.codes import derive_code, derive_codes
+from ledger import derived
+from ledger.codes import codes_from_keys, derive_code, derive_code_keys, derive_codes
 from ledger.leveldb_store import LevelDBStore
 from ledger.model import DepositItem, EntryRecord, make_deposit
 from ledger.state import Rules, _check_items, _items_pass, check_record
@@ -110,6 +111,31 @@ def test_the_memo_is_bounded_by_items():
     assert memo.weight <= 10 and memo.get(0) is None and memo.get(5) == "5"
 
 
+def test_a_discarded_memo_entry_gives_its_weight_back():
+    memo = BoundedMemo(10)
+    memo.put("a", 1, weight=4)
+    memo.put("b", 2, weight=5)
+    memo.discard("a")
+    memo.discard("never there")
+    assert memo.get("a") is None and memo.get("b") == 2 and memo.weight == 5
+
+
+def test_forget_drops_a_committed_record_from_every_memo():
+    record = deposit(3)
+    wire = msgpack.unpackb(record.encode(), raw=False)
+    read = EntryRecord.from_wire(wire)
+    assert EntryRecord.from_wire(wire) is read  # remembered
+    keys = derived.code_keys(RULES.chain_id, read)
+    check_record(RULES, MemoryStore(), read, T)
+    sig = read.entry.signature
+    assert derived.CODES.get((RULES.chain_id, sig, 3)) == keys and derived.VERIFIED.get(sig) is not None
+    derived.forget(RULES.chain_id, [read])
+    assert derived.CODES.get((RULES.chain_id, sig, 3)) is None and derived.VERIFIED.get(sig) is None
+    again = EntryRecord.from_wire(wire)
+    assert again is not read and again == read  # read anew, to the same record
+    assert derived.code_keys(RULES.chain_id, again) == keys
+
+
 # --------------------------------------------------------------------------- codes
 
 
@@ -121,6 +147,8 @@ def test_derive_codes_equals_derive_code(signature, count, chain_id):
     for i in range(count):
         one = derive_code(chain_id, signature, i)
         assert codes[i] == one and keys[i] == one.key
+    assert derive_code_keys(chain_id, signature, count) == keys
+    assert codes_from_keys(keys) == codes
 
 
 @settings(max_examples=200, deadline=None)
