@@ -389,7 +389,10 @@ class Node:
             elif kind == peerwire.FETCH:
                 self._on_fetch(sender, *peerwire.parse_fetch(body))
             elif kind == peerwire.BLOCKS:
-                self.step(io.FetchResult(sender, tuple(peerwire.parse_blocks(body))))
+                blocks, stale = peerwire.parse_blocks(body, self.replica.last_delivered)
+                self.m_fetched.inc("stale", by=stale)
+                self.m_fetched.inc("read", by=len(blocks))
+                self.step(io.FetchResult(sender, tuple(blocks)))
         except DecodeError as exc:
             self.m_peer_faults.inc("malformed", exc.reason)
             log.warning("malformed frame from %s: %s", sender, exc)

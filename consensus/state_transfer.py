@@ -79,15 +79,26 @@ def issue(r: "Replica", now: int) -> None:
     r.emit(io.Fetch(peer, start, end))
 
 
+# A validator's poll asks for this many blocks at most.  It polls when stalled
+# (``retransmit``) or idle, and under load a stall is mostly a queue: the blocks a
+# peer would send are ones the replica is about to deliver itself, and a full
+# answer (up to ``fetch_max_blocks``, megabytes) is read, sent and decoded for
+# nothing.  A poll that does bring a block makes an idle validator fetch the rest
+# at full size (``on_fetch_result``); one that lags behind a checkpoint fetches
+# through ``request_transfer``.
+VALIDATOR_POLL_BLOCKS = 2
+
+
 def poll(r: "Replica", now: int) -> None:
-    """Ask the next peer for anything after our head (observers; idle validators)."""
+    """Ask the next peer for anything after our head (observers; idle or stalled validators)."""
     st = r.xfer
     peer = _peer(r)
     if st.outstanding is not None or peer is None:
         return
     st.outstanding = (peer, now + r.params.fetch_timeout_ms)
     start = r.last_delivered + 1
-    r.emit(io.Fetch(peer, start, start + r.params.fetch_max_blocks - 1))
+    count = min(r.params.fetch_max_blocks, VALIDATOR_POLL_BLOCKS) if r.validator else r.params.fetch_max_blocks
+    r.emit(io.Fetch(peer, start, start + count - 1))
 
 
 def deadline(r: "Replica") -> int | None:

@@ -246,6 +246,16 @@ class Block:
     def decode(cls, data: bytes, limits: Limits = DEFAULT_LIMITS) -> "Block":
         return cls.from_wire(decode(data, limits, typed=True))
 
+    @staticmethod
+    def height_of_wire(items: Any, where: str = "block") -> int:
+        """The height in a block's wire array, from its checked header alone (records unread)."""
+        from .wire import from_wire
+
+        reader = Fields(where, items, 4)
+        reader.header("block", 1)
+        header_items, _ = reader.raw("header")
+        return from_wire(BlockHeader, header_items).height
+
     def leaf_hashes(self) -> list[bytes]:
         return [r.entry.leaf_hash() for r in self.records]
 

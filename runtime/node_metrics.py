@@ -45,6 +45,9 @@ def register(node: Any) -> None:
                                               ("reason",)))
     node.m_peer_faults = reg.add(Counter("evledger_peer_messages_refused_total", "peer messages refused",
                                          ("kind", "reason")))
+    node.m_fetched = reg.add(Counter("evledger_fetched_blocks_total",
+                                     "blocks received in answers to this node's fetches: read, or left unread "
+                                     "as stale (already delivered)", ("outcome",)))
     node.m_append = reg.add(Histogram("evledger_block_append_seconds",
                                       "synced store write of a group of votes and committed blocks"))
     node.m_loop_lag = reg.add(Histogram("evledger_event_loop_lag_seconds",

@@ -90,14 +90,25 @@ def blocks_raw(parts: Sequence[tuple[list, Sequence[bytes], list]]) -> bytes:
     return b"".join(out)
 
 
-def parse_blocks(body: bytes) -> list[tuple[Block, CommitCertificate]]:
+def parse_blocks(body: bytes, after: int = -1) -> tuple[list[tuple[Block, CommitCertificate]], int]:
+    """The blocks of a fetch answer, and how many were left out as stale.
+
+    A block at or below height ``after`` (what the replica has delivered) is left
+    out after its header is read: the replica would skip it, and reading its
+    records (the Python part of decoding) costs as much as a PRE-PREPARE's.  A
+    replica that asked for blocks while it lagged, then caught up through the
+    ordinary votes, receives exactly such answers.
+    """
     fields = Fields("blocks", decode(body, LIMITS, typed=True), 3)
     fields.header("blocks", 1)
-    out = []
+    out, stale = [], 0
     for i, pair in enumerate(fields.list("blocks", MAX_FETCH)):
         sub = Fields("blocks[%d]" % i, pair, 2)
         block_wire, _ = sub.raw("block")
         cert_wire, where = sub.raw("certificate")
+        if Block.height_of_wire(block_wire, "blocks[%d].block" % i) <= after:
+            stale += 1
+            continue
         out.append((Block.from_wire(block_wire, "blocks[%d].block" % i), CommitCertificate.from_wire(cert_wire, where)))
-    return out
+    return out, stale
 

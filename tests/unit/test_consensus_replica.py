@@ -176,6 +176,20 @@ def test_observer_neither_votes_nor_queues():
     assert of(obs.step(io.MessageReceived("v0", pre_prepare()), T0), io.Dropped)
 
 
+def test_a_validator_polls_for_a_few_blocks_an_observer_for_a_full_answer():
+    """A stalled or idle validator's poll mostly finds blocks it is about to deliver
+    itself: it asks for VALIDATOR_POLL_BLOCKS, not megabytes of fetch_max_blocks."""
+    from consensus.state_transfer import VALIDATOR_POLL_BLOCKS
+
+    v = replica("v1")
+    (fetch,) = of(v.step(io.TimerFired(), T0 + PARAMS.idle_poll_ms), io.Fetch)
+    assert (fetch.from_height, fetch.to_height) == (1, VALIDATOR_POLL_BLOCKS)
+    assert VALIDATOR_POLL_BLOCKS < PARAMS.fetch_max_blocks
+    obs = Replica("o1", auth("o1"), APP, GENESIS_TIP, PARAMS)
+    (fetch,) = of(obs.step(io.Started(), T0), io.Fetch)
+    assert (fetch.from_height, fetch.to_height) == (1, PARAMS.fetch_max_blocks)
+
+
 def test_params_are_validated():
     with pytest.raises(Misuse):
         Params(checkpoint_interval=10, watermark_window=15)

@@ -40,9 +40,31 @@ def test_spliced_blocks_equal_the_canonical_encoding(tmp_path):
                                    for h in (1, 2, 3)])
         canonical = bytes([peerwire.BLOCKS]) + encode(["blocks", 1, [[b.wire(), c.wire()] for b, c in pairs]])
         assert raw == canonical == peerwire.blocks(pairs)
-        assert peerwire.parse_blocks(peerwire.split(raw)[1]) == pairs
-        assert peerwire.parse_blocks(peerwire.split(peerwire.blocks([]))[1]) == []
+        assert peerwire.parse_blocks(peerwire.split(raw)[1]) == (pairs, 0)
+        assert peerwire.parse_blocks(peerwire.split(peerwire.blocks([]))[1]) == ([], 0)
         store.close()
+
+
+def test_blocks_already_delivered_are_left_unread(monkeypatch):
+    chain = ChainBuilder()
+    store = MemoryStore()
+    for _ in range(3):
+        chain.append(store, [chain.deposit(2)])
+    pairs = [(store.block(h), store.certificate(h)) for h in (1, 2, 3)]
+    body = peerwire.split(peerwire.blocks(pairs))[1]
+    assert peerwire.parse_blocks(body, after=2) == (pairs[2:], 2)
+    assert peerwire.parse_blocks(body, after=3) == ([], 3)
+    read = []
+    real = peerwire.Block.from_wire
+    monkeypatch.setattr(peerwire.Block, "from_wire", lambda w, where="block": read.append(where) or real(w, where))
+    peerwire.parse_blocks(body, after=1)
+    assert read == ["blocks[1].block", "blocks[2].block"]  # the stale block's records were never read
+
+
+def test_a_stale_block_with_a_broken_header_is_still_refused():
+    bad = bytes([peerwire.BLOCKS]) + encode(["blocks", 1, [[["block", 1, ["header"], []], []]]])
+    with pytest.raises(DecodeError, match="block-header: expected 13 fields"):
+        peerwire.parse_blocks(peerwire.split(bad)[1], after=10)
 
 
 @pytest.mark.parametrize("frame, message", [
