@@ -84,6 +84,23 @@ class Gauge(_Metric):
         return self.header() + ["%s %s" % (self.name, _number(self.read()))]
 
 
+class CounterView(_Metric):
+    """A labelled counter kept elsewhere, read at scrape time: ``read()`` maps each
+    label value to its count (the replica's own event tallies, say)."""
+
+    kind = "counter"
+
+    def __init__(self, name: str, help_text: str, label: str, read: Callable[[], dict[str, float]]):
+        super().__init__(name, help_text, (label,))
+        self.read = read
+
+    def render(self) -> list[str]:
+        lines = self.header()
+        for value, count in sorted(self.read().items()):
+            lines.append("%s%s %s" % (self.name, _labels(self.label_names, (value,)), _number(count)))
+        return lines
+
+
 class Histogram(_Metric):
     kind = "histogram"
 

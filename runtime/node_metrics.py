@@ -16,7 +16,7 @@ import logging
 import time
 from typing import Any
 
-from .metrics import Counter, Gauge, Histogram
+from .metrics import Counter, CounterView, Gauge, Histogram
 
 log = logging.getLogger("evledger.node")
 
@@ -48,6 +48,10 @@ def register(node: Any) -> None:
     node.m_fetched = reg.add(Counter("evledger_fetched_blocks_total",
                                      "blocks received in answers to this node's fetches: read, or left unread "
                                      "as stale (already delivered)", ("outcome",)))
+    reg.add(CounterView("evledger_replica_events_total",
+                        "the replica's own tallies: delivered blocks, retransmit ticks (nothing delivered "
+                        "for retransmit_ms with work outstanding), duplicate messages dropped, suspects",
+                        "event", lambda: dict(node.replica.stats) if node.replica else {}))
     node.m_append = reg.add(Histogram("evledger_block_append_seconds",
                                       "synced store write of a group of votes and committed blocks"))
     node.m_loop_lag = reg.add(Histogram("evledger_event_loop_lag_seconds",

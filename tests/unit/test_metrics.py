@@ -1,0 +1,26 @@
+"""Prometheus text rendering of the metric kinds the node exposes."""
+
+from __future__ import annotations
+
+from runtime.metrics import Counter, CounterView, Registry
+
+
+def test_a_counter_view_renders_what_it_reads_at_scrape_time():
+    tallies = {"retransmit": 3}
+    reg = Registry()
+    reg.add(CounterView("x_events_total", "events", "event", lambda: dict(tallies)))
+    first = reg.render()
+    assert "# TYPE x_events_total counter" in first and 'x_events_total{event="retransmit"} 3' in first
+    tallies.update(retransmit=5, delivered=2)
+    second = reg.render()
+    assert 'x_events_total{event="retransmit"} 5' in second and 'x_events_total{event="delivered"} 2' in second
+    assert second.index('event="delivered"') < second.index('event="retransmit"')  # sorted, stable
+
+
+def test_label_values_are_escaped():
+    reg = Registry()
+    reg.add(CounterView("y_total", "y", "what", lambda: {'a"b\\c': 1}))
+    c = reg.add(Counter("z_total", "z", ("why",)))
+    c.inc('new\nline')
+    text = reg.render()
+    assert 'y_total{what="a\\"b\\\\c"} 1' in text and 'z_total{why="new\\nline"} 1' in text
