@@ -402,10 +402,11 @@ class Node:
             return
         now = self.now_ms()
         for record in records:
-            if self.pool.add_forwarded(record, now):
+            state = self.pool.add_forwarded(record, now)
+            if state in ("new", "pending"):
                 self.step(io.ClientRequest(record))
-            else:
-                self.m_dropped_requests.inc("forwarded_invalid_or_full")
+            elif state != "committed":
+                self.m_dropped_requests.inc("forwarded_" + state)
 
     def _on_fetch(self, sender: str, low: int, high: int) -> None:
         head = self.store.head().height

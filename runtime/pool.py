@@ -25,10 +25,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-from ledger.codes import DepositCode, codes_from_keys
+from ledger.codes import DepositCode, codes_from_keys, derive_code_keys
 from ledger.errors import EntryRejected
 from ledger.model import Deposit, EntryRecord
-from ledger.state import Rules, check_record_keys, deposit_code_keys
+from ledger.state import Rules, check_record_keys, deposit_code_keys, entry_key
 
 
 class PoolFull(Exception):
@@ -144,15 +144,27 @@ class DepositPool:
         self.client_items[pending.client] = self.client_items.get(pending.client, 0) + items
         self.items += items
 
-    def add_forwarded(self, record: EntryRecord, now_ms: int) -> bool:
-        """Admit a record another node forwarded; ``False`` if it is invalid or does not fit."""
+    def add_forwarded(self, record: EntryRecord, now_ms: int) -> str:
+        """Admit a record another node forwarded.
+
+        Returns ``new`` (admitted now), ``pending`` (already here), ``committed``
+        (already on chain: a forward that arrived after its block, dropped before
+        any check), ``rejected`` (invalid) or ``full`` (no room).  A peer's forward
+        needs no answer, so unlike a client's submission a committed one is
+        recognised by its first code alone, without verifying its signature again.
+        """
+        if record.entry.leaf_hash() in self.by_request:  # the same signed bytes: checked when admitted
+            return "pending"
+        first = _first_key(self.rules.chain_id, record)
+        if first is not None and self.store.has_code(first):
+            return "committed"
         outcome = self._check_one(record, now_ms)
         if outcome.state != "new":
-            return outcome.state == "pending"
+            return "rejected" if outcome.state == "rejected" else outcome.state
         if self.items + _items(record) > self.max_pending:
-            return False
+            return "full"
         self._add(record, outcome.keys, local=False)
-        return True
+        return "new"
 
     def remove(self, request_id: bytes) -> None:
         """The record left consensus (delivered in a block, or refused)."""
@@ -168,6 +180,14 @@ class DepositPool:
         else:
             self.client_items.pop(pending.client, None)
         self.items -= pending.items
+
+
+def _first_key(chain_id: str, record: EntryRecord) -> bytes | None:
+    """The key a committed record is found by: its first item's code key (derived
+    alone: a committed record's codes are no longer remembered), or its entry key."""
+    if isinstance(record.entry.body, Deposit):
+        return derive_code_keys(chain_id, record.entry.signature, 1)[0] if record.items else None
+    return entry_key(record.entry)
 
 
 def _items(record: EntryRecord) -> int:

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from ledger.memory_store import MemoryStore
-from ledger.state import Rules, deposit_codes
+from ledger.state import Rules, deposit_code_keys, deposit_codes
 from runtime import forwarding, peerwire
 from runtime.forwarding import Forwarder
 from runtime.pool import DepositPool
@@ -119,11 +119,33 @@ def test_the_pool_knows_which_records_were_submitted_here():
     pool = _pool()
     mine, theirs = deposit(2, start=400), deposit(2, start=500)
     assert [o.state for o in pool.admit([mine], T)] == ["new"]
-    assert pool.add_forwarded(theirs, T)
+    assert pool.add_forwarded(theirs, T) == "new"
     assert pool.local_records() == [mine]
     assert len(pool) == 4
     pool.remove(mine.entry.leaf_hash())
     assert pool.local_records() == [] and len(pool) == 2
+
+
+def test_a_forward_of_a_committed_record_is_dropped_without_a_signature_check(monkeypatch):
+    """A forward can arrive after its block: the node knows it by its first code and
+    neither verifies it again nor counts it as refused."""
+    store = MemoryStore()
+    pool = DepositPool(RULES, store, lambda key: None, max_pending=1000, per_client=1000)
+    record = deposit(2, start=900)
+    assert pool.add_forwarded(record, T) == "new"
+    assert pool.add_forwarded(record, T) == "pending"  # the same bytes again: no second check
+    pool.remove(record.entry.leaf_hash())
+    store.codes_on_chain = set(deposit_code_keys(RULES.chain_id, record))
+    monkeypatch.setattr(store, "has_code", lambda key: key in store.codes_on_chain)
+    checked = []
+    monkeypatch.setattr(pool, "_check_one", lambda *a: checked.append(a))
+    assert pool.add_forwarded(record, T) == "committed" and checked == [] and len(pool) == 0
+
+
+def test_a_forward_that_fails_a_check_is_rejected():
+    pool = _pool()
+    forged = deposit(1, start=950, key="bureau")  # signed with another member's key
+    assert pool.add_forwarded(forged, T) == "rejected" and len(pool) == 0
 
 
 def test_an_outcome_names_the_codes_its_keys_stand_for():
@@ -138,7 +160,7 @@ def test_a_record_forwarded_first_and_submitted_later_stays_not_local():
     """Already pending from a forward: whoever submitted it first answers for it."""
     pool = _pool()
     record = deposit(1, start=600)
-    assert pool.add_forwarded(record, T)
+    assert pool.add_forwarded(record, T) == "new"
     assert [o.state for o in pool.admit([record], T)] == ["pending"]
     assert pool.local_records() == []
 
