@@ -160,7 +160,7 @@ class DepositPool:
             return "committed"
         outcome = self._check_one(record, now_ms)
         if outcome.state != "new":
-            return "rejected" if outcome.state == "rejected" else outcome.state
+            return outcome.state  # pending (admitted meanwhile), committed or rejected
         if self.items + _items(record) > self.max_pending:
             return "full"
         self._add(record, outcome.keys, local=False)
