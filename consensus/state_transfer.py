@@ -1,9 +1,11 @@
 """State transfer and observers: catching up from certified blocks (TOCS'02 §5.3.2).
 
 A replica that learns it is behind — a stable checkpoint proof beyond its head,
-a NEW-VIEW whose ``min_s`` it has not reached, commits from f+1 peers for blocks
-it cannot deliver — asks the node to ``Fetch`` committed blocks from a peer that
-should have them.  Results come back as ``FetchResult`` events.  Nothing in a
+a NEW-VIEW whose ``min_s`` it has not reached — asks the node to ``Fetch``
+committed blocks from a peer that should have them; these targets are proven.  A
+validator also polls a peer when stalled or idle, for a few blocks; when a poll
+brings blocks and the replica holds no pre-prepare for its next height, it chases:
+full-size fetches until an answer brings nothing new.  Results come back as ``FetchResult`` events.  Nothing in a
 result is trusted because of who sent it: every block must extend the replica's
 head (height and ``prev_hash``), carry a certificate for exactly its header that
 verifies with ``quorum`` signatures of the validator set, and pass the
@@ -33,7 +35,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 @dataclass(slots=True)
 class TransferState:
-    target: int = 0
+    target: int = 0  # fetch up to here (validators); at least ``proven``
+    proven: int = 0  # the highest height a stable checkpoint or a NEW-VIEW proved committed
     peers: list[str] = field(default_factory=list)
     turn: int = 0
     outstanding: tuple[str, int] | None = None  # (peer, deadline)
@@ -44,6 +47,7 @@ def request_transfer(r: "Replica", target: int, peers: list[str]) -> None:
     st = r.xfer
     if target <= r.last_delivered:
         return
+    st.proven = max(st.proven, target)
     st.target = max(st.target, target)
     for p in peers:
         if p not in st.peers and p != r.name:
@@ -83,9 +87,10 @@ def issue(r: "Replica", now: int) -> None:
 # (``retransmit``) or idle, and under load a stall is mostly a queue: the blocks a
 # peer would send are ones the replica is about to deliver itself, and a full
 # answer (up to ``fetch_max_blocks``, megabytes) is read, sent and decoded for
-# nothing.  A poll that does bring a block makes an idle validator fetch the rest
-# at full size (``on_fetch_result``); one that lags behind a checkpoint fetches
-# through ``request_transfer``.
+# nothing.  A poll that does bring blocks, to a replica that is idle or holds no
+# pre-prepare for its next height, starts a chase: full-size fetches until one
+# brings nothing new (``on_fetch_result``).  One that lags behind a checkpoint
+# fetches through ``request_transfer``.
 VALIDATOR_POLL_BLOCKS = 2
 
 
@@ -142,10 +147,21 @@ def on_fetch_result(r: "Replica", ev: io.FetchResult, now: int) -> None:
         st.turn += 1
         if not r.validator:
             st.next_poll = now + r.params.observer_poll_ms
-    elif not r.validator or (st.target <= r.last_delivered and not r.has_work()):
-        st.target = max(st.target, r.last_delivered + 1)  # got blocks: ask again at once
+        else:  # a chase ends at an answer with nothing new; a proven target does not
+            st.target = max(st.proven, min(st.target, r.last_delivered))
+    elif not r.validator or not r.has_work() or not _holds_next(r):
+        # Got blocks, and nothing of our own is about to deliver the next one: the
+        # replica is behind, not queued.  Ask again at once, at full size, until an
+        # answer brings nothing new.
+        st.target = max(st.target, r.last_delivered + r.params.fetch_max_blocks)
     r.after_transfer(now)
     issue(r, now)
+
+
+def _holds_next(r: "Replica") -> bool:
+    """Whether the replica has a pre-prepare for the height after its head."""
+    slot = r.slots.get(r.last_delivered + 1)
+    return slot is not None and (slot.pp_bytes is not None or slot.waiting is not None)
 
 
 def _apply(r: "Replica", peer: str, block, cert) -> bool:
