@@ -405,7 +405,9 @@ class Node:
             state = self.pool.add_forwarded(record, now)
             if state in ("new", "pending"):
                 self.step(io.ClientRequest(record))
-            elif state != "committed":
+            elif state == "committed":  # arrived after its block: reading it put it back in the record memo
+                derived.forget(self.chain_id, [record])
+            else:
                 self.m_dropped_requests.inc("forwarded_" + state)
 
     def _on_fetch(self, sender: str, low: int, high: int) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import msgpack
 import pytest
 
 from ledger.memory_store import MemoryStore
@@ -201,3 +202,64 @@ def test_committed_requests_are_forgotten_and_the_primary_resends_nothing():
     primary.sweep()
     clock.now += 10_000
     assert primary.sweep() == 0 and ptransport.sent == []
+
+
+# --------------------------------------------------------------------------- the node's wiring of the memos
+
+
+class _NodeStub:
+    """What Node._delivered and Node._on_forwarded use of a node."""
+
+    role = "validator"
+
+    def __init__(self, pool):
+        from runtime.metrics import Counter
+
+        self.pool, self.chain_id, self.stepped = pool, RULES.chain_id, []
+        self.m_dropped_requests = Counter("d", "d", ("reason",))
+        self.m_commits, self.m_items = Counter("c", "c"), Counter("i", "i")
+        self.app = type("App", (), {"forget_up_to": lambda self, height: None})()
+
+    def now_ms(self):
+        return T
+
+    def step(self, event):
+        self.stepped.append(event)
+
+
+def _remembered(record):
+    """The record as a peer's frame delivers it: read from its wire form, so remembered."""
+    from ledger import model
+
+    read = model.EntryRecord.from_wire(msgpack.unpackb(record.encode(), raw=False))
+    assert model._RECORDS.get(read.entry.signature) is not None
+    return read
+
+
+def test_a_delivered_block_leaves_no_record_in_the_memos():
+    from types import SimpleNamespace
+
+    from ledger import derived, model
+    from node import Node
+
+    record = _remembered(deposit(2, start=1000))
+    stub = _NodeStub(_pool())
+    assert stub.pool.add_forwarded(record, T) == "new"  # checked: its codes and signature are remembered
+    sig = record.entry.signature
+    assert derived.VERIFIED.get(sig) is not None
+    Node._delivered(stub, SimpleNamespace(header=SimpleNamespace(height=1), records=[record]), None)
+    assert model._RECORDS.get(sig) is None and derived.VERIFIED.get(sig) is None
+    assert derived.CODES.get((RULES.chain_id, sig, 2)) is None and len(stub.pool) == 0
+
+
+def test_a_forward_arriving_after_its_block_is_forgotten_again(monkeypatch):
+    from ledger import model
+    from node import Node
+
+    record = _remembered(deposit(1, start=1100))
+    stub = _NodeStub(_pool())
+    keys = set(deposit_code_keys(RULES.chain_id, record))
+    monkeypatch.setattr(stub.pool.store, "has_code", lambda key: key in keys)
+    Node._on_forwarded(stub, [record])
+    assert stub.stepped == [] and stub.m_dropped_requests.values == {}
+    assert model._RECORDS.get(record.entry.signature) is None
