@@ -149,6 +149,12 @@ def test_a_forward_that_fails_a_check_is_rejected():
     assert pool.add_forwarded(forged, T) == "rejected" and len(pool) == 0
 
 
+def test_a_forward_that_does_not_fit_is_refused_as_full():
+    pool = DepositPool(RULES, MemoryStore(), lambda key: None, max_pending=3, per_client=1000)
+    assert pool.add_forwarded(deposit(2, start=960), T) == "new"
+    assert pool.add_forwarded(deposit(2, start=970), T) == "full" and len(pool) == 2
+
+
 def test_an_outcome_names_the_codes_its_keys_stand_for():
     pool = _pool()
     record = deposit(3, start=800)
