@@ -5,11 +5,11 @@ a NEW-VIEW whose ``min_s`` it has not reached — asks the node to ``Fetch``
 committed blocks from a peer that should have them; these targets are proven.  A
 validator also polls a peer when stalled or idle, for a few blocks; when a poll
 brings blocks and the replica holds no pre-prepare for its next height, it chases:
-full-size fetches until an answer brings nothing new.  Results come back as ``FetchResult`` events.  Nothing in a
-result is trusted because of who sent it: every block must extend the replica's
-head (height and ``prev_hash``), carry a certificate for exactly its header that
-verifies with ``quorum`` signatures of the validator set, and pass the
-application's validation; the first block that fails stops processing the result
+full-size fetches until an answer brings nothing new.  Results come back as
+``FetchResult`` events.  Nothing in a result is trusted because of who sent it:
+every block must extend the replica's head (height and ``prev_hash``), carry a
+certificate for exactly its header that verifies with ``quorum`` signatures of the
+validator set, and pass the application's validation; the first block that fails stops processing the result
 and the peer is reported with ``Suspect``.  A peer that answers nothing useful or
 times out is replaced by the next one (round robin), so one silent or lying peer
 cannot stall the transfer (concord-bft #269, sawtooth-pbft #166).

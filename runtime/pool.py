@@ -155,16 +155,26 @@ class DepositPool:
         """
         if record.entry.leaf_hash() in self.by_request:  # the same signed bytes: checked when admitted
             return "pending"
-        first = _first_key(self.rules.chain_id, record)
-        if first is not None and self.store.has_code(first):
+        if self._on_chain(record):
             return "committed"
         outcome = self._check_one(record, now_ms)
         if outcome.state != "new":
-            return outcome.state  # pending (admitted meanwhile), committed or rejected
+            return outcome.state  # committed (every code stored) or rejected
         if self.items + _items(record) > self.max_pending:
             return "full"
         self._add(record, outcome.keys, local=False)
         return "new"
+
+    def _on_chain(self, record: EntryRecord) -> bool:
+        """Whether a record is already stored, by its first item's code (derived alone: a
+        committed record's codes are no longer remembered) or its entry key.  A code is
+        asked through ``codes_present``, whose filter answers most absent codes without
+        a LevelDB read and remembers them absent for the checks that follow."""
+        if not isinstance(record.entry.body, Deposit):
+            return self.store.has_code(entry_key(record.entry))
+        if not record.items:
+            return False
+        return bool(self.store.codes_present(derive_code_keys(self.rules.chain_id, record.entry.signature, 1)))
 
     def remove(self, request_id: bytes) -> None:
         """The record left consensus (delivered in a block, or refused)."""
@@ -180,14 +190,6 @@ class DepositPool:
         else:
             self.client_items.pop(pending.client, None)
         self.items -= pending.items
-
-
-def _first_key(chain_id: str, record: EntryRecord) -> bytes | None:
-    """The key a committed record is found by: its first item's code key (derived
-    alone: a committed record's codes are no longer remembered), or its entry key."""
-    if isinstance(record.entry.body, Deposit):
-        return derive_code_keys(chain_id, record.entry.signature, 1)[0] if record.items else None
-    return entry_key(record.entry)
 
 
 def _items(record: EntryRecord) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -157,6 +158,9 @@ def test_a_valid_deposit_still_commits_after_the_abuse(node):
         again = client.deposit(records)
         assert again[0]["code"] == result[0]["code"]
         assert again[0]["state"] == "committed" and again[0]["height"] == heights[result[0]["code"]]
+    metrics = raw(node["api"], "GET", "/metrics")[2].decode()
+    delivered = re.search(r'^evledger_replica_events_total\{event="delivered"\} (\d+)$', metrics, re.M)
+    assert delivered and int(delivered.group(1)) >= heights[result[0]["code"]]  # the replica's own tally
 
 
 def test_openapi_describes_exactly_the_served_routes(node):

@@ -136,8 +136,8 @@ def test_a_forward_of_a_committed_record_is_dropped_without_a_signature_check(mo
     assert pool.add_forwarded(record, T) == "new"
     assert pool.add_forwarded(record, T) == "pending"  # the same bytes again: no second check
     pool.remove(record.entry.leaf_hash())
-    store.codes_on_chain = set(deposit_code_keys(RULES.chain_id, record))
-    monkeypatch.setattr(store, "has_code", lambda key: key in store.codes_on_chain)
+    on_chain = set(deposit_code_keys(RULES.chain_id, record))
+    monkeypatch.setattr(store, "codes_present", lambda keys: [k for k in keys if k in on_chain])
     checked = []
     monkeypatch.setattr(pool, "_check_one", lambda *a: checked.append(a))
     assert pool.add_forwarded(record, T) == "committed" and checked == [] and len(pool) == 0
@@ -265,7 +265,24 @@ def test_a_forward_arriving_after_its_block_is_forgotten_again(monkeypatch):
     record = _remembered(deposit(1, start=1100))
     stub = _NodeStub(_pool())
     keys = set(deposit_code_keys(RULES.chain_id, record))
-    monkeypatch.setattr(stub.pool.store, "has_code", lambda key: key in keys)
+    monkeypatch.setattr(stub.pool.store, "codes_present", lambda asked: [k for k in asked if k in keys])
     Node._on_forwarded(stub, [record])
     assert stub.stepped == [] and stub.m_dropped_requests.values == {}
     assert model._RECORDS.get(record.entry.signature) is None
+
+
+def test_a_new_forward_is_looked_up_through_the_filter_not_by_a_leveldb_read(tmp_path, monkeypatch):
+    """The 'already committed?' question asked of every forward must not read LevelDB for
+    an absent code: such reads drive LevelDB's seek compactions (ledger/code_filter.py)."""
+    from ledger.leveldb_store import LevelDBStore
+
+    store = LevelDBStore.open(tmp_path / "db")
+    try:
+        reads = []
+        monkeypatch.setattr(store, "_read_location", lambda key: reads.append(key))
+        pool = DepositPool(RULES, store, lambda key: None, max_pending=1000, per_client=1000)
+        record = deposit(3, start=1200)
+        assert pool.add_forwarded(record, T) == "new"
+        assert reads == []
+    finally:
+        store.close()
