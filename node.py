@@ -77,6 +77,10 @@ log = logging.getLogger("evledger.node")
 VERSION = "0.1.0"
 FETCH_REPLY_BYTES = 4 * 1024 * 1024
 SWEEP_S = 1.0  # how often pending local requests are checked for a lost forward
+# A write group is synced on the event loop when it is at most this size and fewer than
+# INLINE_SYNC_BACKLOG requests are pending at the replica (Node._write_group).
+INLINE_SYNC_BYTES = 256 * 1024
+INLINE_SYNC_BACKLOG = 50
 
 
 class _ConsensusApp:
@@ -148,7 +152,8 @@ class Node:
         self._stopping = asyncio.Event()
         self._actions: deque = deque()  # replica actions not carried out yet, in order
         self._written: dict[int, Any] = {}  # id(action) -> its store result, for queued writes already done
-        self._writing = False
+        self._writing = False  # a group is scheduled or being written: later writes wait for the next
+        self._group_scheduled = False
         self._writer: ThreadPoolExecutor | None = None
         self._writes_idle: asyncio.Event | None = None
         self._sweep_handle: asyncio.TimerHandle | None = None
@@ -246,7 +251,7 @@ class Node:
             action = queue[0]
             kind = type(action)
             if (kind is io.Persist or kind is io.Deliver) and id(action) not in self._written:
-                self._write_group()
+                self._schedule_group()
                 return
             queue.popleft()
             result = self._written.pop(id(action), None)
@@ -255,42 +260,77 @@ class Node:
             elif kind is not io.Persist:
                 self._execute(action)
 
+    def _schedule_group(self) -> None:
+        """Write the queued ops as one group at the end of this turn of the event loop.
+
+        Waiting for the turn's other callbacks (the rest of the frames and requests read
+        in the same poll) lets their writes join the group: one sync for all of them.
+        """
+        if not self._group_scheduled:
+            self._group_scheduled = True
+            self._writing = True
+            self._writes_idle.clear()
+            asyncio.get_running_loop().call_soon(self._write_group)
+
     def _write_group(self) -> None:
-        """Write every op queued now as one group, and have the writer thread make it durable.
+        """Write every op queued now as one group and make it durable.
 
         The group's Python work (checks, encoding, the unsynced LevelDB writes) runs
-        here; the writer thread only waits for the one fsync.  Splitting it so keeps
-        the writer from fighting this thread for the GIL, which on a busy machine
-        stretched a group's write to ~150 ms and starved deliveries.
+        here.  Who waits for the one fsync depends on the load:
+
+        * No backlog (fewer than ``INLINE_SYNC_BACKLOG`` requests pending) and a small
+          group (votes, a block of single deposits): this thread, at once.  On this
+          disk that takes 0.1-0.6 ms, less than handing the sync to a thread and
+          waiting for the loop to notice that it is done, which under load added
+          milliseconds to each of the three writes on a block's path.  At 300 single
+          deposits/s this halved the p50 commit latency and cut p99 from ~220 to ~50 ms.
+        * A backlog, or a large group: the writer thread, so the loop keeps serving
+          meanwhile, and writes queued in the meantime join the next group.  Under a
+          backlog blocks are bigger this way: syncing inline there made 1.8x as many
+          blocks and cost 12 % of the single-deposit throughput.
+
+        The writer thread only waits for the fsync, so it never fights this thread for
+        the GIL (when it did the Python work too, a group took ~150 ms on a busy machine).
         """
-        ops, actions = [], []
+        self._group_scheduled = False
+        ops, actions, size = [], [], 0
         for action in self._actions:
             kind = type(action)
             if kind is io.Persist:
                 ops.append(("persist", action.writes))
+                size += sum(len(value) for _, value in action.writes if value is not None)
             elif kind is io.Deliver:
                 ops.append(("append", action.block, action.certificate, self._index_of(action.block)))
+                size += sum(len(record.encode()) for record in action.block.records)
             else:
                 continue
             actions.append(action)
-        self._writing = True
-        self._writes_idle.clear()
         started = time.perf_counter()
+        loop = asyncio.get_running_loop()
+        inline = size <= INLINE_SYNC_BYTES and len(self.replica.requests) < INLINE_SYNC_BACKLOG
         try:
             results = self.store.write_group(ops, sync=False)
+            if inline:
+                self.store.sync()
         except Exception as exc:  # noqa: BLE001 - handled as a failed durable write
-            failed = asyncio.get_running_loop().create_future()
+            failed = loop.create_future()
             failed.set_exception(exc)
             self._group_done(failed, actions, started, [])
             return
-        future = asyncio.get_running_loop().run_in_executor(self._writer, self.store.sync)
+        if inline:
+            self.m_group_sync.inc("inline")
+            self._group_done(None, actions, started, results)
+            return
+        self.m_group_sync.inc("writer_thread")
+        future = loop.run_in_executor(self._writer, self.store.sync)
         future.add_done_callback(lambda f: self._group_done(f, actions, started, results))
 
-    def _group_done(self, future: asyncio.Future, actions: list, started: float, results: list) -> None:
+    def _group_done(self, future: asyncio.Future | None, actions: list, started: float, results: list) -> None:
         self._writing = False
         self.m_append.observe(time.perf_counter() - started)
         try:
-            future.result()
+            if future is not None:
+                future.result()
         except Exception as exc:  # a failed durable write: nothing queued behind it may be sent
             self._writes_idle.set()
             self._actions.clear()

@@ -54,6 +54,9 @@ def register(node: Any) -> None:
                         "event", lambda: dict(node.replica.stats) if node.replica else {}))
     node.m_append = reg.add(Histogram("evledger_block_append_seconds",
                                       "synced store write of a group of votes and committed blocks"))
+    node.m_group_sync = reg.add(Counter("evledger_write_groups_total",
+                                        "durable write groups, by who waited for the fsync: the event loop "
+                                        "(inline, small groups) or the writer thread (large ones)", ("sync",)))
     node.m_loop_lag = reg.add(Histogram("evledger_event_loop_lag_seconds",
                                         "how late the event loop runs a timer (sampled every %g s)" % LAG_PROBE_S))
     node.m_gc = reg.add(Histogram("evledger_gc_pause_seconds", "cyclic garbage collections, by generation",

@@ -1,0 +1,150 @@
+"""The node's durable write path (Node._drain / _write_group): persist before send,
+one group per turn of the event loop, and who waits for the fsync.
+
+A stub node carries the real write path over a real LevelDB store; a stub replica
+hands out the actions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
+
+import pytest
+
+import node as node_module
+from consensus import io
+from ledger.leveldb_store import LevelDBStore
+from node import Node
+from runtime import peerwire
+from runtime.metrics import Counter, Histogram
+
+
+class _Replica:
+    def __init__(self, pending: int = 0):
+        self.requests = [None] * pending
+        self.script: list[list] = []
+
+    def step(self, event, now):
+        return self.script.pop(0)
+
+
+class _Transport:
+    def __init__(self, store: LevelDBStore, key: str):
+        self.store, self.key, self.sent = store, key, []
+
+    def send(self, peer, payload):
+        # What was durable when the message left.
+        self.sent.append((peer, payload, self.store.replica_state().get(self.key)))
+        return True
+
+
+class _WriterNode(Node):
+    def __init__(self, store: LevelDBStore, pending: int, key: str):  # noqa: D107 - only what the write path uses
+        from collections import deque
+
+        self.store, self.replica = store, _Replica(pending)
+        self.transport = _Transport(store, key)
+        self._actions, self._written = deque(), {}
+        self._writing = self._group_scheduled = False
+        self._writer = ThreadPoolExecutor(1)
+        self._writes_idle = asyncio.Event()
+        self._writes_idle.set()
+        self.m_append = Histogram("a", "a")
+        self.m_group_sync = Counter("g", "g", ("sync",))
+        self.name = "n1"
+        self._last_now = 0
+
+    def now_ms(self):
+        return 0
+
+
+def _run(tmp_path, pending: int, value: bytes, steps: int = 1):
+    """Step a node ``steps`` times in one turn, each step persisting then sending; run the
+    loop until its writes are idle; return the node."""
+    store = LevelDBStore.open(tmp_path / "db")
+
+    async def main():
+        n = _WriterNode(store, pending, "vote/1")
+        for i in range(steps):
+            n.replica.script.append([io.Persist((("vote/%d" % (i + 1), value),)), io.Send("peer", b"m%d" % i)])
+            n.step(io.Started())
+        assert n.transport.sent == []  # nothing leaves before its write is durable
+        await asyncio.wait_for(n._writes_idle.wait(), 5)
+        n._writer.shutdown()
+        return n
+
+    try:
+        return asyncio.run(main())
+    finally:
+        store.close()
+
+
+def test_a_small_group_without_backlog_is_synced_on_the_loop_before_the_send(tmp_path):
+    n = _run(tmp_path, pending=0, value=b"v" * 100)
+    assert n.m_group_sync.values == {("inline",): 1}
+    assert n.transport.sent == [("peer", peerwire.consensus(b"m0"), b"v" * 100)]
+
+
+def test_a_backlog_hands_the_sync_to_the_writer_thread(tmp_path):
+    n = _run(tmp_path, pending=node_module.INLINE_SYNC_BACKLOG, value=b"v" * 100)
+    assert n.m_group_sync.values == {("writer_thread",): 1}
+    assert [s[2] for s in n.transport.sent] == [b"v" * 100]
+
+
+def test_a_large_group_is_synced_by_the_writer_thread(tmp_path):
+    n = _run(tmp_path, pending=0, value=b"v" * (node_module.INLINE_SYNC_BYTES + 1))
+    assert n.m_group_sync.values == {("writer_thread",): 1}
+    assert len(n.transport.sent) == 1 and n.transport.sent[0][2] is not None
+
+
+def test_writes_of_one_turn_share_one_group(tmp_path):
+    n = _run(tmp_path, pending=0, value=b"v", steps=3)
+    assert n.m_group_sync.values == {("inline",): 1}
+    assert [s[1] for s in n.transport.sent] == [peerwire.consensus(b"m%d" % i) for i in range(3)]
+
+
+def test_a_failed_sync_sends_nothing_and_stops_the_node(tmp_path, monkeypatch):
+    killed = []
+    monkeypatch.setattr(node_module.os, "kill", lambda pid, sig: killed.append(sig))
+    store = LevelDBStore.open(tmp_path / "db")
+
+    def broken_sync():
+        raise OSError("disk gone")
+
+    monkeypatch.setattr(store, "sync", broken_sync)
+
+    async def main():
+        n = _WriterNode(store, 0, "vote/1")
+        n.replica.script.append([io.Persist((("vote/1", b"v"),)), io.Send("peer", b"m")])
+        n.step(io.Started())
+        await asyncio.wait_for(n._writes_idle.wait(), 5)
+        n._writer.shutdown()
+        return n
+
+    try:
+        n = asyncio.run(main())
+    finally:
+        store.close()
+    assert n.transport.sent == [] and killed and list(n._actions) == []
+
+
+@pytest.mark.parametrize("pending", [0, 100])
+def test_the_group_is_written_at_the_end_of_the_turn_not_at_once(tmp_path, pending):
+    store = LevelDBStore.open(tmp_path / "db")
+
+    async def main():
+        n = _WriterNode(store, pending, "vote/1")
+        n.replica.script.append([io.Persist((("vote/1", b"v"),)), io.Send("peer", b"m")])
+        n.step(io.Started())
+        assert store.replica_state() == {} and n._writing  # scheduled, not yet written
+        await asyncio.wait_for(n._writes_idle.wait(), 5)
+        n._writer.shutdown()
+        return SimpleNamespace(state=store.replica_state(), sent=n.transport.sent)
+
+    try:
+        got = asyncio.run(main())
+    finally:
+        store.close()
+    assert got.state == {"vote/1": b"v"} and len(got.sent) == 1
