@@ -25,7 +25,7 @@ the context ``"block/commit"``; any single node's answer is checkable with it.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from .codec import Fields, array_header, decode, encode, encode_wire, Limits, DEFAULT_LIMITS
@@ -81,9 +81,16 @@ class BlockHeader(_Typed):
         ("proposer", "name"),
         ("validator_set_hash", "hash"),
     )
+    # The hash, once computed: a block's header is hashed about ten times on its way
+    # through a node (pre-prepare, votes, validation, append, index, certificate).
+    _hash: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
     def hash(self) -> bytes:
-        return hashlib.sha256(self.encode()).digest()
+        known = getattr(self, "_hash", None)  # unset in a header read by wire.from_wire
+        if known is None:
+            known = hashlib.sha256(self.encode()).digest()
+            object.__setattr__(self, "_hash", known)
+        return known
 
 
 @dataclass(frozen=True, slots=True)

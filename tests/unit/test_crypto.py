@@ -56,6 +56,30 @@ def test_signing_bytes_are_unambiguous_and_contexts_are_closed():
     assert "block/commit" in CONTEXTS and "http/request" in CONTEXTS
 
 
+@pytest.mark.parametrize("size", [0, 1, 255, 256, 65535, 65536, 70000])
+def test_signing_bytes_are_the_canonical_encoding_of_the_four_fields(size):
+    from ledger.codec import encode
+    from ledger.crypto import SIGNATURE_VERSION
+
+    payload = os.urandom(size)
+    for context in ("block/commit", "http/request"):
+        for _ in range(2):  # the second time from the remembered prefix
+            assert signing_bytes(context, CHAIN, payload) == encode([SIGNATURE_VERSION, context, CHAIN, payload])
+
+
+def test_signing_bytes_remember_a_bounded_number_of_prefixes_and_still_check_their_input(monkeypatch):
+    from ledger import crypto
+
+    monkeypatch.setattr(crypto, "_PREFIXES", {})
+    for i in range(crypto._MAX_PREFIXES + 50):  # chain ids from strangers
+        signing_bytes("http/request", "chain-%d" % i, b"x")
+    assert len(crypto._PREFIXES) == crypto._MAX_PREFIXES
+    with pytest.raises(ValueError):
+        signing_bytes("made/up", CHAIN, b"")
+    with pytest.raises(TypeError):
+        signing_bytes("http/request", CHAIN, "text")  # remembered prefix, still only bytes
+
+
 def test_public_key_parsing_and_fingerprint():
     key = SecretKey.generate()
     assert PublicKey.from_hex(key.public.hex) == key.public
@@ -131,3 +155,15 @@ def test_garbage_and_missing_key_files(tmp_path):
         load_key_file(tmp_path / "missing.key")
     with pytest.raises(KeyFileError, match="regular file"):
         load_key_file(tmp_path)
+
+
+def test_signatures_are_libsodiums_ed25519_over_the_signing_bytes():
+    import nacl.signing
+
+    seed = os.urandom(32)
+    key = SecretKey(seed)
+    reference = nacl.signing.SigningKey(seed)
+    assert key.public.raw == bytes(reference.verify_key)
+    for payload in (b"", b"p" * 300):
+        message = signing_bytes("block/commit", CHAIN, payload)
+        assert key.sign("block/commit", CHAIN, payload) == reference.sign(message).signature

@@ -270,3 +270,19 @@ def test_replacing_a_field_does_not_carry_the_kept_encoding():
     other = dataclasses.replace(entry, signature=b"\x01" * 64)
     assert other.encode() == encode(other.wire()) != entry.encode()
     assert other.leaf_hash() != entry.leaf_hash()
+
+
+def test_a_header_hash_is_remembered_and_always_that_of_its_encoding():
+    import dataclasses
+    import hashlib
+
+    _, vset = validators(4)
+    header = header_for([make_deposit([item(1)], "ecommerce", 1, KEY, CHAIN)], vset)
+    assert header.hash() == hashlib.sha256(header.encode()).digest() == header.hash()
+    from ledger.wire import from_wire
+
+    read = from_wire(BlockHeader, decode(header.encode()))  # built without __init__
+    assert read.hash() == header.hash() and read == header
+    later = dataclasses.replace(header, height=2)  # a changed copy does not inherit the hash
+    assert later.hash() == hashlib.sha256(later.encode()).digest() != header.hash()
+    assert ", _hash=" not in repr(header)
