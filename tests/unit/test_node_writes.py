@@ -44,7 +44,7 @@ class _WriterNode(Node):
     def __init__(self, store: LevelDBStore, pending: int, key: str):  # noqa: D107 - only what the write path uses
         from collections import deque
 
-        self.store, self.replica = store, _Replica(pending)
+        self.store, self.replica, self.pool = store, _Replica(pending), []
         self.transport = _Transport(store, key)
         self._actions, self._written = deque(), {}
         self._writing = self._group_scheduled = False
@@ -91,6 +91,25 @@ def test_a_backlog_hands_the_sync_to_the_writer_thread(tmp_path):
     n = _run(tmp_path, pending=node_module.INLINE_SYNC_BACKLOG, value=b"v" * 100)
     assert n.m_group_sync.values == {("writer_thread",): 1}
     assert [s[2] for s in n.transport.sent] == [b"v" * 100]
+
+
+def test_items_pending_in_the_pool_count_as_a_backlog(tmp_path):
+    store = LevelDBStore.open(tmp_path / "db")
+
+    async def main():
+        n = _WriterNode(store, 0, "vote/1")
+        n.pool = [None] * node_module.INLINE_SYNC_BACKLOG  # one request of many items, say
+        n.replica.script.append([io.Persist((("vote/1", b"v"),)), io.Send("peer", b"m")])
+        n.step(io.Started())
+        await asyncio.wait_for(n._writes_idle.wait(), 5)
+        n._writer.shutdown()
+        return n
+
+    try:
+        n = asyncio.run(main())
+    finally:
+        store.close()
+    assert n.m_group_sync.values == {("writer_thread",): 1} and len(n.transport.sent) == 1
 
 
 def test_a_large_group_is_synced_by_the_writer_thread(tmp_path):
