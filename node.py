@@ -81,6 +81,9 @@ SWEEP_S = 1.0  # how often pending local requests are checked for a lost forward
 # INLINE_SYNC_BACKLOG requests and items are pending here (Node._write_group).
 INLINE_SYNC_BYTES = 64 * 1024
 INLINE_SYNC_BACKLOG = 50
+# An inline fsync slower than this sends the groups of the next INLINE_SYNC_PAUSE_S to the thread.
+INLINE_SYNC_SLOW_S = 0.005
+INLINE_SYNC_PAUSE_S = 1.0
 
 
 class _ConsensusApp:
@@ -154,6 +157,8 @@ class Node:
         self._written: dict[int, Any] = {}  # id(action) -> its store result, for queued writes already done
         self._writing = False  # a group is scheduled or being written: later writes wait for the next
         self._group_scheduled = False
+        self._failed = False  # a durable write failed: the node is stopping
+        self._inline_paused_until = 0.0  # monotonic time until which groups are synced by the thread
         self._writer: ThreadPoolExecutor | None = None
         self._writes_idle: asyncio.Event | None = None
         self._sweep_handle: asyncio.TimerHandle | None = None
@@ -238,6 +243,8 @@ class Node:
         return self._last_now
 
     def step(self, event: Any) -> None:
+        if self._failed:  # a durable write failed and the node is stopping: no more effects
+            return
         actions = self.replica.step(event, self.now_ms())
         if actions:
             self._actions.extend(actions)
@@ -280,7 +287,8 @@ class Node:
 
         * No backlog (fewer than ``INLINE_SYNC_BACKLOG`` requests pending at the replica
           and items in the pool) and a small group (votes, a block of a few dozen single
-          deposits): this thread, at once.  On this
+          deposits): this thread, at once, unless an inline fsync took over
+          ``INLINE_SYNC_SLOW_S`` in the last ``INLINE_SYNC_PAUSE_S``.  On this
           disk that takes 0.1-0.6 ms, less than handing the sync to a thread and
           waiting for the loop to notice that it is done, which under load added
           milliseconds to each of the three writes on a block's path.  At 300 single
@@ -297,6 +305,27 @@ class Node:
         the GIL (when it did the Python work too, a group took ~150 ms on a busy machine).
         """
         self._group_scheduled = False
+        started = time.perf_counter()
+        try:  # whatever raises, from collecting the ops to handing over the sync, fails the write
+            ops, actions, size = self._group_ops()
+            inline = self._sync_inline(size)
+            results = self.store.write_group(ops, sync=False)
+            if inline:
+                self._inline_sync()
+            else:
+                future = asyncio.get_running_loop().run_in_executor(self._writer, self.store.sync)
+        except Exception as exc:  # noqa: BLE001 - handled as a failed durable write
+            self._group_failed(exc)
+            return
+        if inline:
+            self.m_group_sync.inc("inline")
+            self._group_done(None, actions, started, results)
+            return
+        self.m_group_sync.inc("writer_thread")
+        future.add_done_callback(lambda f: self._group_done(f, actions, started, results))
+
+    def _group_ops(self) -> tuple[list, list, int]:
+        """The store ops of every write queued now, their actions, and about how many bytes they write."""
         ops, actions, size = [], [], 0
         for action in self._actions:
             kind = type(action)
@@ -309,26 +338,34 @@ class Node:
             else:
                 continue
             actions.append(action)
-        started = time.perf_counter()
-        loop = asyncio.get_running_loop()
-        backlog = max(len(self.replica.requests), len(self.pool))  # requests, and items of deposits
-        inline = size <= INLINE_SYNC_BYTES and backlog < INLINE_SYNC_BACKLOG
-        try:
-            results = self.store.write_group(ops, sync=False)
-            if inline:
-                self.store.sync()
-        except Exception as exc:  # noqa: BLE001 - handled as a failed durable write
-            failed = loop.create_future()
-            failed.set_exception(exc)
-            self._group_done(failed, actions, started, [])
-            return
-        if inline:
-            self.m_group_sync.inc("inline")
-            self._group_done(None, actions, started, results)
-            return
-        self.m_group_sync.inc("writer_thread")
-        future = loop.run_in_executor(self._writer, self.store.sync)
-        future.add_done_callback(lambda f: self._group_done(f, actions, started, results))
+        return ops, actions, size
+
+    def _sync_inline(self, size: int) -> bool:
+        if size > INLINE_SYNC_BYTES or time.monotonic() < self._inline_paused_until:
+            return False
+        return max(len(self.replica.requests), len(self.pool)) < INLINE_SYNC_BACKLOG  # requests; items
+
+    def _inline_sync(self) -> None:
+        """fsync on the loop; a slow one (the disk busy, a compaction) sends the next
+        groups to the writer thread for a while, so the loop is not held up again."""
+        began = time.perf_counter()
+        self.store.sync()
+        if time.perf_counter() - began > INLINE_SYNC_SLOW_S:
+            self._inline_paused_until = time.monotonic() + INLINE_SYNC_PAUSE_S
+            self.m_group_sync.inc("inline_slow")
+
+    def _group_failed(self, exc: BaseException) -> None:
+        """A durable write failed: nothing queued behind it, and nothing after it, may be sent.
+
+        The node stops (SIGTERM to itself); until it has, it steps and sends nothing:
+        a retransmit would otherwise re-send a vote whose write just failed.
+        """
+        self._failed = True
+        self._writing = False
+        self._actions.clear()
+        self._writes_idle.set()
+        log.critical("node %s: durable write failed, stopping: %s", self.name, exc)
+        os.kill(os.getpid(), signal.SIGTERM)
 
     def _group_done(self, future: asyncio.Future | None, actions: list, started: float, results: list) -> None:
         self._writing = False
@@ -336,11 +373,8 @@ class Node:
         try:
             if future is not None:
                 future.result()
-        except Exception as exc:  # a failed durable write: nothing queued behind it may be sent
-            self._writes_idle.set()
-            self._actions.clear()
-            log.critical("node %s: durable write failed, stopping: %s", self.name, exc)
-            os.kill(os.getpid(), signal.SIGTERM)
+        except Exception as exc:  # noqa: BLE001 - a failed durable write
+            self._group_failed(exc)
             return
         for action, result in zip(actions, results):
             self._written[id(action)] = (action, result)
