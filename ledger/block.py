@@ -84,9 +84,10 @@ class BlockHeader(_Typed):
     # The hash, once computed: a block's header is hashed about ten times on its way
     # through a node (pre-prepare, votes, validation, append, index, certificate).
     _hash: bytes | None = field(default=None, init=False, repr=False, compare=False)
+    WIRE_DEFAULTS: ClassVar[tuple] = (("_hash", None),)  # set by wire.from_wire, which skips __init__
 
     def hash(self) -> bytes:
-        known = getattr(self, "_hash", None)  # unset in a header read by wire.from_wire
+        known = self._hash
         if known is None:
             known = hashlib.sha256(self.encode()).digest()
             object.__setattr__(self, "_hash", known)

@@ -90,17 +90,19 @@ def signing_bytes(context: str, chain_id: str, payload: bytes) -> bytes:
     node, and one per deposit), so the part before the payload is encoded once per
     context and chain.
     """
-    if not isinstance(payload, bytes):
-        raise TypeError("payload must be bytes")
-    prefix = _PREFIXES.get((context, chain_id))
-    if prefix is None:
+    prefix = _PREFIXES.get((context, chain_id)) if type(context) is str and type(chain_id) is str else None
+    if prefix is None:  # checked in this order, as always
         if context not in CONTEXTS:
             raise ValueError("unknown signing context %r" % context)
         if not isinstance(chain_id, str) or not chain_id:
             raise ValueError("chain_id must be a non-empty string")
+        if not isinstance(payload, bytes):
+            raise TypeError("payload must be bytes")
         prefix = encode([SIGNATURE_VERSION, context, chain_id, b""])[:-2]  # less the empty payload's c4 00
         if len(_PREFIXES) < _MAX_PREFIXES:  # chain ids can come from strangers: bounded
             _PREFIXES[(context, chain_id)] = prefix
+    elif not isinstance(payload, bytes):
+        raise TypeError("payload must be bytes")
     return prefix + _bin_header(len(payload)) + payload
 
 
@@ -131,6 +133,8 @@ class PublicKey:
         """Return ``None`` if ``signature`` is valid; raise :class:`SignatureError` if not."""
         if not isinstance(signature, bytes) or len(signature) != SIGNATURE_SIZE:
             raise SignatureError("signature must be 64 bytes")
+        if len(self.raw) != PUBLIC_KEY_SIZE:  # the binding below does not check it (__post_init__ does)
+            raise SignatureError("an Ed25519 public key is 32 bytes")
         message = signing_bytes(context, chain_id, payload)
         try:
             # The binding itself: a VerifyKey object per call costs a quarter as much again.

@@ -147,6 +147,8 @@ def from_wire(cls: Any, items: Any) -> Any:
         if kind == "meta" and type(value) is dict and len(value) > 1:
             _check_key_order(value, where)
         object.__setattr__(obj, name, KINDS[kind](value, where))
+    for name, value in getattr(cls, "WIRE_DEFAULTS", ()):  # fields kept beside the wire form (caches)
+        object.__setattr__(obj, name, value)
     return obj
 
 

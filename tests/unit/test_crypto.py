@@ -78,6 +78,10 @@ def test_signing_bytes_remember_a_bounded_number_of_prefixes_and_still_check_the
         signing_bytes("made/up", CHAIN, b"")
     with pytest.raises(TypeError):
         signing_bytes("http/request", CHAIN, "text")  # remembered prefix, still only bytes
+    with pytest.raises(ValueError):  # the context and chain are checked before the payload, as always
+        signing_bytes("made/up", CHAIN, "text")
+    with pytest.raises(ValueError):
+        signing_bytes("http/request", ["not", "a", "string"], b"x")
 
 
 def test_public_key_parsing_and_fingerprint():

@@ -286,3 +286,9 @@ def test_a_header_hash_is_remembered_and_always_that_of_its_encoding():
     later = dataclasses.replace(header, height=2)  # a changed copy does not inherit the hash
     assert later.hash() == hashlib.sha256(later.encode()).digest() != header.hash()
     assert ", _hash=" not in repr(header)
+    import copy
+    import pickle
+
+    fresh = from_wire(BlockHeader, decode(header.encode()))  # not hashed yet: copies must still work
+    for twin in (copy.copy(fresh), copy.deepcopy(fresh), pickle.loads(pickle.dumps(fresh)), dataclasses.replace(fresh)):
+        assert twin == header and twin.hash() == header.hash()
