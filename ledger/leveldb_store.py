@@ -313,13 +313,39 @@ class LevelDBStore(Store):
 
     def _sync_log(self) -> None:
         # LevelDB's log is sequential: a synced write (the format record again,
-        # unchanged) makes every earlier unsynced write durable with it.
+        # unchanged) makes every earlier unsynced write in the same log file durable.
         try:
             self._db.put(KEY_FORMAT, self._db.get(KEY_FORMAT), sync=True)
+            self._sync_older_logs()  # after: the put itself may have switched to a new log
+        except OSError as exc:
+            self.close()
+            raise StoreError("syncing the store's older log failed, store closed (reopen it): %s" % exc,
+                             reason="write_failed") from None
         except (plyvel.Error, RuntimeError) as exc:
             self.close()
             raise StoreError("syncing the store failed, store closed (reopen it): %s" % exc,
                              reason="write_failed") from None
+
+    def _sync_older_logs(self) -> None:
+        """fsync every log file but the newest.
+
+        When its memtable fills, LevelDB moves on to a new log file without syncing the
+        old one (google/leveldb#193, open).  Writes of a group made before that switch
+        would then sit unsynced in the old file while the synced write lands in the new
+        one, and a power failure before the old memtable reaches a table file would lose
+        them although votes depending on them had been sent.  An old log that is gone
+        was compacted into a table, which LevelDB syncs before deleting the log.
+        """
+        logs = sorted((name for name in os.listdir(self.path) if name.endswith(".log")), key=lambda n: (len(n), n))
+        for name in logs[:-1]:
+            try:
+                fd = os.open(os.path.join(self.path, name), os.O_RDONLY)
+            except FileNotFoundError:
+                continue
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
 
     def _persist(self, writes: list[tuple[str, bytes | None]]) -> None:
         try:

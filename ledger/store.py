@@ -245,7 +245,9 @@ class Store(abc.ABC):
         each is checked and applied exactly as :meth:`persist` / :meth:`append` would,
         but only the last is synced (group commit).  The backend's log is
         sequential, so when that sync returns every earlier write of the group is on
-        disk too; after a crash, what survives is a prefix of the group.  Returns the
+        disk too (LevelDB: once the older log files, which it does not sync when it
+        moves to a new one, are synced too); after a crash, what survives is a prefix
+        of the group.  Returns the
         new head of each append (``None`` for a persist).  An exception stops the
         group at the failing op; the earlier ones are applied (unsynced).
 
@@ -265,6 +267,8 @@ class Store(abc.ABC):
                         out.append(self.append(op[1], op[2], op[3]))
                     else:
                         raise TypeError("unknown store op %r" % (op[0],))
+                if sync and len(ops) > 1:
+                    self._sync_log()  # the earlier ops may sit in an older log file (LevelDBStore)
             finally:
                 self._sync = True
         return out

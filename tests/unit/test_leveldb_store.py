@@ -246,3 +246,32 @@ def test_readers_run_concurrently_with_appends(path, chain):
             for t in threads:
                 t.join()
     assert not errors, errors
+
+
+def test_a_sync_also_syncs_the_log_files_leveldb_moved_on_from(path, monkeypatch):
+    """LevelDB does not sync a log file when it switches to a new one (google/leveldb#193):
+    a group's earlier writes could sit there unsynced behind a synced write in the new one."""
+    import os
+
+    store = LevelDBStore.open(path)
+    try:
+        current = max((n for n in os.listdir(path) if n.endswith(".log")), key=lambda n: (len(n), n))
+        older = os.path.join(path, "000000.log")  # stands for a log LevelDB has moved on from
+        with open(older, "wb") as f:
+            f.write(b"x")
+        synced = []
+        real_fsync = os.fsync
+        monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(os.readlink("/proc/self/fd/%d" % fd)),
+                                                     real_fsync(fd)))
+        store.persist([("k", b"v")])
+        assert synced == []  # a lone synced write needs no help
+        store.write_group([("persist", [("a", b"1")]), ("persist", [("b", b"2")])], sync=False)
+        store.sync()
+        assert [os.path.basename(p) for p in synced] == ["000000.log"]
+        assert current not in [os.path.basename(p) for p in synced]  # LevelDB's own synced write covers it
+        os.remove(older)
+        synced.clear()
+        store.sync()  # the older log is gone (compacted into a table): nothing else to sync
+        assert synced == []
+    finally:
+        store.close()
