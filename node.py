@@ -19,16 +19,13 @@ All of it runs on one asyncio event loop and one thread; the replica is stepped
 only from the loop, so it needs no locks.  Time given to the replica is wall-clock
 milliseconds (block time is legal deposit time) made non-decreasing.
 
-Durable writes (group commit).  The replica's actions are carried out strictly in
-the order it returns them, across steps, from one queue.  A ``Persist`` or a
-``Deliver`` (block append) is a synced disk write (~2-4 ms of fsync here); doing
-it on the loop would stall HTTP and peer traffic for every vote.  So when the head
-of the queue is a write, every write then queued is handed to one writer thread
-as a group (``Store.write_group``: one fsync for all of it) and the loop goes on
-serving; actions queued behind the group (the ``Send`` carrying a vote, ...) run
-only once the group is on disk, so "persist before send" holds.  While a group is
-being written, new steps queue their actions behind it, and their writes form the
-next group: the busier the node, the more each fsync covers.
+Durable writes (group commit): ``runtime.durable.ActionRunner`` carries out the
+replica's actions strictly in the order it returns them, across steps, from one
+queue.  The writes queued in one turn of the loop form one group with one sync,
+made on the loop itself when the group is small and nothing is backlogged, on a
+writer thread otherwise; actions queued behind a write (the ``Send`` carrying a
+vote, ...) run only once it is durable, so "persist before send" holds.  A failed
+write stops the node.
 """
 
 from __future__ import annotations
@@ -40,8 +37,6 @@ import os
 import signal
 import sys
 import time
-from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from aiohttp import web
@@ -65,6 +60,7 @@ from runtime.auth import RequestVerifier
 from runtime.config import NodeSetup
 from runtime.forwarding import Forwarder
 from runtime.http_api import Api
+from runtime.durable import ActionRunner
 from runtime.replica_timer import ReplicaTimer
 from runtime import node_metrics
 from runtime.metrics import Registry
@@ -77,13 +73,6 @@ log = logging.getLogger("evledger.node")
 VERSION = "0.1.0"
 FETCH_REPLY_BYTES = 4 * 1024 * 1024
 SWEEP_S = 1.0  # how often pending local requests are checked for a lost forward
-# A write group is synced on the event loop when it is at most this size and fewer than
-# INLINE_SYNC_BACKLOG requests and items are pending here (Node._write_group).
-INLINE_SYNC_BYTES = 64 * 1024
-INLINE_SYNC_BACKLOG = 50
-# An inline fsync slower than this sends the groups of the next INLINE_SYNC_PAUSE_S to the thread.
-INLINE_SYNC_SLOW_S = 0.005
-INLINE_SYNC_PAUSE_S = 1.0
 
 
 class _ConsensusApp:
@@ -153,14 +142,7 @@ class Node:
         self._timer = ReplicaTimer(self._on_timer)  # deferred once after a loop stall (runtime/replica_timer.py)
         self._last_now = 0
         self._stopping = asyncio.Event()
-        self._actions: deque = deque()  # replica actions not carried out yet, in order
-        self._written: dict[int, Any] = {}  # id(action) -> its store result, for queued writes already done
-        self._writing = False  # a group is scheduled or being written: later writes wait for the next
-        self._group_scheduled = False
-        self._failed = False  # a durable write failed: the node is stopping
-        self._inline_paused_until = 0.0  # monotonic time until which groups are synced by the thread
-        self._writer: ThreadPoolExecutor | None = None
-        self._writes_idle: asyncio.Event | None = None
+        self.actions: ActionRunner | None = None  # the replica's actions, carried out in order (runtime/durable.py)
         self._sweep_handle: asyncio.TimerHandle | None = None
         node_metrics.register(self)
         self._lag_probe = node_metrics.LagProbe(self.m_loop_lag)
@@ -171,9 +153,6 @@ class Node:
 
     async def start(self) -> None:
         self.store = LevelDBStore.open(self.config.data_dir / "chain")
-        self._writer = ThreadPoolExecutor(1, thread_name_prefix="evledger-store")
-        self._writes_idle = asyncio.Event()
-        self._writes_idle.set()
         rules = Rules.from_genesis(self.genesis)
         ledger_app = LedgerApp(rules, self.store, self.validators.hash())
         self.app = _ConsensusApp(ledger_app)
@@ -183,6 +162,10 @@ class Node:
         self.replica = Replica(self.name, Ed25519Auth(self.chain_id, self.validators, key), self.app,
                                ledger_app.tip_of_store(), consensus_params(self.genesis),
                                persisted=self.store.replica_state())
+        self.actions = ActionRunner(self.store, backlog=lambda: max(len(self.replica.requests), len(self.pool)),
+                                    index_of=self._index_of, delivered=self._delivered, execute=self._execute,
+                                    failed=self._write_failed, m_append=self.m_append,
+                                    m_group_sync=self.m_group_sync)
         self.transport = self._make_transport()
         self.forwarder = Forwarder(self.transport, self._forward_target, self.pool.local_records, self.name,
                                    lambda items: self.m_resent.inc(by=items), clock=self.now_ms,
@@ -212,13 +195,8 @@ class Node:
             await self._runner.cleanup()
         if self.transport is not None:
             await self.transport.close()
-        if self._writes_idle is not None:
-            try:
-                await asyncio.wait_for(self._writes_idle.wait(), 10.0)
-            except asyncio.TimeoutError:
-                log.error("node %s: durable writes still pending at shutdown", self.name)
-        if self._writer is not None:
-            self._writer.shutdown(wait=True)
+        if self.actions is not None and not await self.actions.close(10.0):
+            log.error("node %s: durable writes still pending at shutdown", self.name)
         if self.store is not None:
             self.store.close()
         log.info("node %s stopped", self.name)
@@ -243,144 +221,15 @@ class Node:
         return self._last_now
 
     def step(self, event: Any) -> None:
-        if self._failed:  # a durable write failed and the node is stopping: no more effects
+        if self.actions.failed:  # a durable write failed and the node is stopping: no more effects
             return
         actions = self.replica.step(event, self.now_ms())
         if actions:
-            self._actions.extend(actions)
-            if not self._writing:
-                self._drain()
+            self.actions.add(actions)
 
-    def _drain(self) -> None:
-        """Carry out queued actions in order until one needs a disk write not yet done."""
-        queue = self._actions
-        while queue:
-            action = queue[0]
-            kind = type(action)
-            if (kind is io.Persist or kind is io.Deliver) and id(action) not in self._written:
-                self._schedule_group()
-                return
-            queue.popleft()
-            result = self._written.pop(id(action), None)
-            if kind is io.Deliver:
-                self._delivered(action.block, result)
-            elif kind is not io.Persist:
-                self._execute(action)
-
-    def _schedule_group(self) -> None:
-        """Write the queued ops as one group at the end of this turn of the event loop.
-
-        Waiting for the turn's other callbacks (the rest of the frames and requests read
-        in the same poll) lets their writes join the group: one sync for all of them.
-        """
-        if not self._group_scheduled:
-            self._group_scheduled = True
-            self._writing = True
-            self._writes_idle.clear()
-            asyncio.get_running_loop().call_soon(self._write_group)
-
-    def _write_group(self) -> None:
-        """Write every op queued now as one group and make it durable.
-
-        The group's Python work (checks, encoding, the unsynced LevelDB writes) runs
-        here.  Who waits for the one fsync depends on the load:
-
-        * No backlog (fewer than ``INLINE_SYNC_BACKLOG`` requests pending at the replica
-          and items in the pool) and a small group (votes, a block of a few dozen single
-          deposits): this thread, at once, unless an inline fsync took over
-          ``INLINE_SYNC_SLOW_S`` in the last ``INLINE_SYNC_PAUSE_S``.  On this
-          disk that takes 0.1-0.6 ms, less than handing the sync to a thread and
-          waiting for the loop to notice that it is done, which under load added
-          milliseconds to each of the three writes on a block's path.  At 300 single
-          deposits/s this halved the p50 commit latency and cut p99 from ~220 to ~50 ms.
-        * A backlog, or a large group: the writer thread, so the loop keeps serving
-          meanwhile, and writes queued in the meantime join the next group.  Under a
-          backlog blocks are bigger this way: syncing inline there made 1.8x as many
-          blocks and cost 12 % of the single-deposit throughput.  Blocks of batches go
-          to the thread too (by size, and by the items pending): in the one 10-minute
-          run that synced them inline, half-load batches had a p99 of 1.9 s, against
-          0.3 s before (an fsync can wait behind LevelDB's compaction writes).
-
-        The writer thread only waits for the fsync, so it never fights this thread for
-        the GIL (when it did the Python work too, a group took ~150 ms on a busy machine).
-        """
-        self._group_scheduled = False
-        started = time.perf_counter()
-        try:  # whatever raises, from collecting the ops to handing over the sync, fails the write
-            ops, actions, size = self._group_ops()
-            inline = self._sync_inline(size)
-            results = self.store.write_group(ops, sync=False)
-            if inline:
-                self._inline_sync()
-            else:
-                future = asyncio.get_running_loop().run_in_executor(self._writer, self.store.sync)
-        except Exception as exc:  # noqa: BLE001 - handled as a failed durable write
-            self._group_failed(exc)
-            return
-        if inline:
-            self.m_group_sync.inc("inline")
-            self._group_done(None, actions, started, results)
-            return
-        self.m_group_sync.inc("writer_thread")
-        future.add_done_callback(lambda f: self._group_done(f, actions, started, results))
-
-    def _group_ops(self) -> tuple[list, list, int]:
-        """The store ops of every write queued now, their actions, and about how many bytes they write."""
-        ops, actions, size = [], [], 0
-        for action in self._actions:
-            kind = type(action)
-            if kind is io.Persist:
-                ops.append(("persist", action.writes))
-                size += sum(len(value) for _, value in action.writes if value is not None)
-            elif kind is io.Deliver:
-                ops.append(("append", action.block, action.certificate, self._index_of(action.block)))
-                size += sum(len(record.encode()) for record in action.block.records)
-            else:
-                continue
-            actions.append(action)
-        return ops, actions, size
-
-    def _sync_inline(self, size: int) -> bool:
-        if size > INLINE_SYNC_BYTES or time.monotonic() < self._inline_paused_until:
-            return False
-        return max(len(self.replica.requests), len(self.pool)) < INLINE_SYNC_BACKLOG  # requests; items
-
-    def _inline_sync(self) -> None:
-        """fsync on the loop; a slow one (the disk busy, a compaction) sends the next
-        groups to the writer thread for a while, so the loop is not held up again."""
-        began = time.perf_counter()
-        self.store.sync()
-        if time.perf_counter() - began > INLINE_SYNC_SLOW_S:
-            self._inline_paused_until = time.monotonic() + INLINE_SYNC_PAUSE_S
-            self.m_group_sync.inc("inline_slow")
-
-    def _group_failed(self, exc: BaseException) -> None:
-        """A durable write failed: nothing queued behind it, and nothing after it, may be sent.
-
-        The node stops (SIGTERM to itself); until it has, it steps and sends nothing:
-        a retransmit would otherwise re-send a vote whose write just failed.
-        """
-        self._failed = True
-        self._writing = False
-        self._actions.clear()
-        self._writes_idle.set()
+    def _write_failed(self, exc: BaseException) -> None:
         log.critical("node %s: durable write failed, stopping: %s", self.name, exc)
         os.kill(os.getpid(), signal.SIGTERM)
-
-    def _group_done(self, future: asyncio.Future | None, actions: list, started: float, results: list) -> None:
-        self._writing = False
-        self.m_append.observe(time.perf_counter() - started)
-        try:
-            if future is not None:
-                future.result()
-        except Exception as exc:  # noqa: BLE001 - a failed durable write
-            self._group_failed(exc)
-            return
-        for action, result in zip(actions, results):
-            self._written[id(action)] = (action, result)
-        self._drain()
-        if not self._writing:
-            self._writes_idle.set()
 
     def _execute(self, action: Any) -> None:
         kind = type(action)
