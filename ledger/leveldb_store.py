@@ -56,94 +56,19 @@ from .block import BlockHeader, CommitCertificate
 from .code_filter import CodeFilter
 from .codec import Fields, Limits, decode, encode, encode_wire
 from .errors import CorruptionError, DecodeError, StoreError
+from .leveldb_keys import (CHECKSUM_SIZE, case_prefix, code_key, describe_key, entry_key_key, header_key, node_key,
+                           parse, record_key, seal, u64, unseal)
 from .model import EntryRecord
 from .store import EMPTY_HEAD, AppendPlan, EntryRef, Head, Location, Store
 from .wire import from_wire
 
 FORMAT_TAG = "evledger-store"
 FORMAT_VERSION = 1
-CHECKSUM_SIZE = 8
 KEY_FORMAT = b"mformat"
 KEY_HEAD = b"mhead"
 # Our own, checksummed data: bounds only to keep a corrupt length from allocating.
 STORE_LIMITS = Limits(max_bytes=1 << 30, max_str=64 * 1024, max_bin=4 * 1024 * 1024,
                       max_array=1_000_000, max_map=1024)
-
-
-def u64(value: int) -> bytes:
-    return value.to_bytes(8, "big")
-
-
-def header_key(height: int) -> bytes:
-    return b"h" + u64(height)
-
-
-def record_key(height: int, entry_index: int) -> bytes:
-    return b"e" + u64(height) + entry_index.to_bytes(4, "big")
-
-
-def node_key(level: int, index: int) -> bytes:
-    return b"t" + bytes((level,)) + u64(index)
-
-
-def code_key(code: bytes) -> bytes:
-    return b"c" + code
-
-
-def entry_key_key(key: bytes) -> bytes:
-    return b"r" + key
-
-
-def case_prefix(case: str) -> bytes:
-    return b"k" + case.encode("utf-8") + b"\x00"
-
-
-def describe_key(key: bytes) -> str:
-    """Readable name of a key for error messages: ``h/5``, ``e/5/2``, ``t/0/17``, ``c/CODE``..."""
-    kind, rest = key[:1], key[1:]
-    if kind == b"h" and len(rest) == 8:
-        return "h/%d" % int.from_bytes(rest, "big")
-    if kind == b"e" and len(rest) == 12:
-        return "e/%d/%d" % (int.from_bytes(rest[:8], "big"), int.from_bytes(rest[8:], "big"))
-    if kind == b"t" and len(rest) == 9:
-        return "t/%d/%d" % (rest[0], int.from_bytes(rest[1:], "big"))
-    if kind in (b"c", b"m"):
-        return kind.decode() + "/" + rest.decode("ascii", "backslashreplace")
-    if kind == b"r":
-        return "r/" + rest.hex()
-    if kind == b"p":
-        return "p/" + rest.decode("utf-8", "backslashreplace")
-    if kind == b"k" and b"\x00" in rest:
-        case, _, code = rest.partition(b"\x00")
-        return "k/%s/%s" % (case.decode("utf-8", "backslashreplace"), code.decode("ascii", "backslashreplace"))
-    return repr(key)
-
-
-def checksum(key: bytes, payload: bytes) -> bytes:
-    return hashlib.sha256(len(key).to_bytes(2, "big") + key + payload).digest()[:CHECKSUM_SIZE]
-
-
-def seal(key: bytes, payload: bytes) -> bytes:
-    """The stored form of ``payload`` under ``key``: checksum then payload."""
-    return checksum(key, payload) + payload
-
-
-def unseal(key: bytes, value: bytes) -> bytes:
-    """The payload of a stored value; CorruptionError naming the key if it fails its checksum."""
-    payload = value[CHECKSUM_SIZE:]
-    if len(value) < CHECKSUM_SIZE or value[:CHECKSUM_SIZE] != checksum(key, payload):
-        name = describe_key(key)
-        raise CorruptionError("stored value at key %s fails its checksum" % name, field=name)
-    return payload
-
-
-def parse(key: bytes, payload: bytes, reader: Callable[[bytes], Any]) -> Any:
-    """``reader(payload)``, turning any decoding failure into a CorruptionError naming the key."""
-    try:
-        return reader(payload)
-    except (DecodeError, ValueError, TypeError, IndexError) as exc:
-        name = describe_key(key)
-        raise CorruptionError("stored value at key %s does not decode: %s" % (name, exc), field=name) from None
 
 
 def _header_cert(payload: bytes) -> tuple[BlockHeader, CommitCertificate]:
@@ -316,36 +241,31 @@ class LevelDBStore(Store):
         # unchanged) makes every earlier unsynced write in the same log file durable.
         try:
             self._db.put(KEY_FORMAT, self._db.get(KEY_FORMAT), sync=True)
-            self._sync_older_logs()  # after: the put itself may have switched to a new log
-        except OSError as exc:
-            self.close()
-            raise StoreError("syncing the store's older log failed, store closed (reopen it): %s" % exc,
-                             reason="write_failed") from None
         except (plyvel.Error, RuntimeError) as exc:
             self.close()
             raise StoreError("syncing the store failed, store closed (reopen it): %s" % exc,
                              reason="write_failed") from None
+        self._sync_older_logs()  # after: the put itself may have switched to a new log
 
     def _sync_older_logs(self) -> None:
-        """fsync every log file but the newest.
-
-        When its memtable fills, LevelDB moves on to a new log file without syncing the
-        old one (google/leveldb#193, open).  Writes of a group made before that switch
-        would then sit unsynced in the old file while the synced write lands in the new
-        one, and a power failure before the old memtable reaches a table file would lose
-        them although votes depending on them had been sent.  An old log that is gone
-        was compacted into a table, which LevelDB syncs before deleting the log.
-        """
-        logs = sorted((name for name in os.listdir(self.path) if name.endswith(".log")), key=lambda n: (len(n), n))
-        for name in logs[:-1]:
-            try:
-                fd = os.open(os.path.join(self.path, name), os.O_RDONLY)
-            except FileNotFoundError:
-                continue
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+        """fsync every log file but the newest: LevelDB moves on to a new log without syncing
+        the old one (google/leveldb#193), where a group's earlier writes may sit.  A log
+        that is gone was compacted into a table, which LevelDB syncs before deleting it."""
+        try:
+            logs = sorted((n for n in os.listdir(self.path) if n.endswith(".log")), key=lambda n: (len(n), n))
+            for name in logs[:-1]:
+                try:
+                    fd = os.open(os.path.join(self.path, name), os.O_RDONLY)
+                except FileNotFoundError:
+                    continue
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+        except OSError as exc:
+            self.close()
+            raise StoreError("syncing an older log of the store failed, store closed (reopen it): %s" % exc,
+                             reason="write_failed") from None
 
     def _persist(self, writes: list[tuple[str, bytes | None]]) -> None:
         try:

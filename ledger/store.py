@@ -243,13 +243,11 @@ class Store(abc.ABC):
 
         ``ops`` are ``("persist", writes)`` and ``("append", block, certificate, index)``;
         each is checked and applied exactly as :meth:`persist` / :meth:`append` would,
-        but only the last is synced (group commit).  The backend's log is
-        sequential, so when that sync returns every earlier write of the group is on
-        disk too (LevelDB: once the older log files, which it does not sync when it
-        moves to a new one, are synced too); after a crash, what survives is a prefix
-        of the group.  Returns the
-        new head of each append (``None`` for a persist).  An exception stops the
-        group at the failing op; the earlier ones are applied (unsynced).
+        but only the last is synced (group commit), then any log the backend left
+        unsynced: when that returns every write of the group is on disk; after a
+        crash, what survives is a prefix of the group.  Returns the new head of each
+        append (``None`` for a persist).  An exception stops the group at the failing
+        op; the earlier ones are applied (unsynced).
 
         ``sync=False`` syncs none of them: the caller makes the group durable with
         :meth:`sync` (the node does the Python work of a group on its event loop and
@@ -268,7 +266,7 @@ class Store(abc.ABC):
                     else:
                         raise TypeError("unknown store op %r" % (op[0],))
                 if sync and len(ops) > 1:
-                    self._sync_log()  # the earlier ops may sit in an older log file (LevelDBStore)
+                    self._sync_older_logs()  # the earlier ops may sit in a log the backend moved on from
             finally:
                 self._sync = True
         return out
@@ -448,6 +446,9 @@ class Store(abc.ABC):
 
     def _sync_log(self) -> None:
         """Backends with a write-ahead log sync it here; the memory store has nothing to do."""
+
+    def _sync_older_logs(self) -> None:
+        """Backends that move on to a new log file without syncing the old one sync it here."""
 
     @abc.abstractmethod
     def _commit(self, plan: AppendPlan) -> None:

@@ -171,3 +171,12 @@ def test_signatures_are_libsodiums_ed25519_over_the_signing_bytes():
     for payload in (b"", b"p" * 300):
         message = signing_bytes("block/commit", CHAIN, payload)
         assert key.sign("block/commit", CHAIN, payload) == reference.sign(message).signature
+
+
+def test_verify_refuses_a_key_of_the_wrong_length_even_one_built_around_its_checks():
+    key = SecretKey.generate()
+    sig = key.sign("block/commit", CHAIN, b"p")
+    short = object.__new__(PublicKey)  # __post_init__ would refuse it; libsodium's binding would not
+    object.__setattr__(short, "raw", key.public.raw[:31])
+    with pytest.raises(SignatureError):
+        short.verify("block/commit", CHAIN, b"p", sig)

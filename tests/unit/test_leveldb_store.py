@@ -269,6 +269,9 @@ def test_a_sync_also_syncs_the_log_files_leveldb_moved_on_from(path, monkeypatch
         store.sync()
         assert [os.path.basename(p) for p in synced] == ["000000.log"]
         assert current not in [os.path.basename(p) for p in synced]  # LevelDB's own synced write covers it
+        synced.clear()
+        store.write_group([("persist", [("c", b"3")]), ("persist", [("d", b"4")])], sync=True)
+        assert [os.path.basename(p) for p in synced] == ["000000.log"]  # a synced group, too
         os.remove(older)
         synced.clear()
         store.sync()  # the older log is gone (compacted into a table): nothing else to sync
