@@ -110,8 +110,9 @@ def render(results: dict, info: dict, command: str) -> str:
     lines += ["", "Phases: idle %.0f s, closed loops %.0f s each, open loops at half load %.0f s each (warm-up "
               "excluded: %s), failover with 100 single deposits/s to the backups. Closed loops hold new requests "
               "while a node reports more than %s (single) / %s (batches) items admitted but not committed. "
-              "Latency is polled (1 ms at idle, 5 ms under load, 10 ms in failover), so it includes up to one "
-              "polling interval." % (secs["idle"], secs["single"], secs["half-single"], warmups,
+              "Latency is polled at the node the deposit was sent to: at idle every 1 ms; under load each sampled "
+              "deposit on its own, every 5 ms and then every tenth of its age (at most 50 ms), so a figure is "
+              "high by up to 5 ms or 10 %%; in failover the oldest outstanding deposit every 10 ms." % (secs["idle"], secs["single"], secs["half-single"], warmups,
                                      format(plan.get("window", 3000), ","),
                                      format(plan.get("batch_window", 20000), ","))]
     notes = results.get("notes")

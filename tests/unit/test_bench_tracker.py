@@ -1,0 +1,74 @@
+"""The benchmark's latency tracker (runtime.bench_load._Tracker): each sampled deposit
+is timed on its own, so one slow deposit does not make the ones behind it look slow."""
+
+import asyncio
+import time
+
+from runtime.bench_load import _Tracker
+
+
+class _Chain:
+    """Stands in for the nodes' ``GET /v1/deposits/{code}``: a code is committed from its time on."""
+
+    def __init__(self, commit_at: dict[str, float]):
+        self.commit_at = commit_at
+        self.polls: dict[str, int] = {}
+
+    async def height_of(self, api: str, code: str):
+        self.polls[code] = self.polls.get(code, 0) + 1
+        await asyncio.sleep(0)
+        if code == "gone":
+            raise ConnectionError("node down")
+        return 7 if time.monotonic() >= self.commit_at[code] else None
+
+
+def _track(delays: dict[str, float], in_order: bool, interval: float = 0.005):
+    async def go():
+        start = time.monotonic()
+        chain = _Chain({code: start + d for code, d in delays.items()})
+        tracker = _Tracker(chain, interval, in_order)
+        for code in delays:
+            tracker.add("http://node", code, start)
+        await asyncio.wait_for(tracker.run(start), 10)
+        return tracker, chain
+
+    return asyncio.run(go())
+
+
+def test_a_slow_sample_does_not_delay_the_ones_behind_it():
+    tracker, _ = _track({"slow": 0.4, "fast": 0.02}, in_order=False)
+    latency = dict(zip(("fast", "slow"), sorted(tracker.latencies)))
+    assert latency["fast"] < 0.2
+    assert latency["slow"] >= 0.4
+
+
+def test_in_order_polling_waits_for_the_oldest_first():
+    # The failover phase's mode: only the oldest outstanding sample is polled.
+    tracker, chain = _track({"slow": 0.3, "fast": 0.02}, in_order=True)
+    assert min(tracker.latencies) >= 0.3
+    assert chain.polls["fast"] == 1
+
+
+def test_old_samples_are_polled_less_often():
+    # Every 5 ms for 0.6 s would be ~120 polls; a tenth of the age (at most 50 ms) is far fewer.
+    _, chain = _track({"late": 0.6}, in_order=False)
+    assert 10 <= chain.polls["late"] < 60
+
+
+def test_a_node_that_does_not_answer_is_polled_again():
+    async def go():
+        start = time.monotonic()
+        chain = _Chain({"ok": start})
+        tracker = _Tracker(chain, 0.005)
+        tracker.add("http://node", "gone", start)
+        tracker.add("http://node", "ok", start)
+        task = asyncio.ensure_future(tracker.run(start))
+        await asyncio.sleep(0.2)
+        tracker.done = True
+        await task
+        return tracker, chain
+
+    tracker, chain = asyncio.run(go())
+    assert len(tracker.latencies) == 1
+    assert chain.polls["gone"] > 2
+    assert [s[1] for s in tracker.outstanding] == ["gone"]
