@@ -69,9 +69,10 @@ def render(results: dict, info: dict, command: str) -> str:
     names = [n for n in results.get("rss_mib", {})] + [OTHER]
     lines += ["", "CPU per process (% of one core) during each phase — with the highest resident memory "
               "(MiB) sampled in the phase's measured window — and resident memory over the run "
-              "(start / middle / end, before the failover):", "",
+              "(start / middle / end, before the failover; the peak, and the peak of its anonymous part: "
+              "what the process allocated, without the libraries and LevelDB table files it maps):", "",
               "| process | " + " | ".join(k for k in ("idle", "single", "batch", "half-single", "half-batch")
-                                         if k in results) + " | RSS start / middle / end (peak) |",
+                                         if k in results) + " | RSS start / middle / end (peak; anonymous peak) |",
               "|---|" + "---|" * (1 + sum(k in results for k in ("idle", "single", "batch", "half-single",
                                                                    "half-batch")))]
     for name in names:
@@ -82,8 +83,9 @@ def render(results: dict, info: dict, command: str) -> str:
                 peak = results[k].get("rss_peak_mib", {}).get(name)
                 cells.append(("n/a" if v is None else "%.0f%%" % v) + ("" if peak is None else " · %.0f" % peak))
         rss = results["rss_mib"].get(name, {"start": None})
-        rss_text = "—" if name == OTHER else "n/a" if rss["start"] is None else "%.0f / %.0f / %.0f (%.0f)" % (
-            rss["start"], rss["middle"], rss["end"], rss["peak"])
+        rss_text = "—" if name == OTHER else "n/a" if rss["start"] is None else "%.0f / %.0f / %.0f (%.0f%s)" % (
+            rss["start"], rss["middle"], rss["end"], rss["peak"],
+            "" if rss.get("anon_peak") is None else "; %.0f" % rss["anon_peak"])
         lines.append("| %s | %s | %s |" % (name, " | ".join(cells), rss_text))
     eff = []
     for key, label in (("single", "single-item"), ("batch", "batched")):

@@ -2,7 +2,10 @@
 
 A thread samples every named process once a second (``Sampler``); a phase's CPU
 share is the difference between two samples, its RSS peak the highest sample in
-its window.  ``other processes`` is the machine's busy time (``/proc/stat``) that
+its window.  Each sample keeps the anonymous part of the RSS too (``RssAnon``:
+what the process allocated); the rest is mapped files, mostly the libraries and
+the LevelDB table files the store maps to read them, which is page cache the
+kernel can drop, and which grows and shrinks with compaction.  ``other processes`` is the machine's busy time (``/proc/stat``) that
 none of the named processes used: what the benchmark shares the cores with.
 """
 
@@ -41,13 +44,19 @@ def machine_cpu_seconds() -> tuple[float, float] | None:
 
 
 def proc_rss_bytes(pid: int) -> int | None:
+    return proc_memory(pid)[0]
+
+
+def proc_memory(pid: int) -> tuple[int | None, int | None]:
+    """(resident, anonymous resident) bytes of ``pid``, from ``VmRSS`` and ``RssAnon``."""
+    found: dict[str, int] = {}
     try:
         for line in Path("/proc/%d/status" % pid).read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
+            if line.startswith(("VmRSS:", "RssAnon:")):
+                found[line.split(":", 1)[0]] = int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
-        return None
-    return None
+        return None, None
+    return found.get("VmRSS"), found.get("RssAnon")
 
 
 class Sampler:
@@ -56,7 +65,8 @@ class Sampler:
     def __init__(self, pids: dict[str, int], interval: float = 1.0):
         self.pids = dict(pids)
         self.interval = interval
-        self.samples: list[tuple[float, dict[str, tuple[float | None, int | None]]]] = []
+        # (when, {name: (cpu seconds, rss bytes, anonymous rss bytes)})
+        self.samples: list[tuple[float, dict[str, tuple]]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="bench-sampler", daemon=True)
 
@@ -70,8 +80,8 @@ class Sampler:
         self.take()
 
     def take(self) -> tuple[float, dict]:
-        procs = {name: (proc_cpu_seconds(pid), proc_rss_bytes(pid)) for name, pid in self.pids.items()}
-        procs[MACHINE] = (machine_cpu_seconds(), None)
+        procs = {name: (proc_cpu_seconds(pid), *proc_memory(pid)) for name, pid in self.pids.items()}
+        procs[MACHINE] = (machine_cpu_seconds(), None, None)
         sample = (time.monotonic(), procs)
         self.samples.append(sample)
         return sample
@@ -99,21 +109,25 @@ class Sampler:
         peaks: dict[str, float] = {}
         for t, procs in self.samples:
             if start <= t <= end:
-                for name, (_, rss) in procs.items():
+                for name, values in procs.items():
+                    rss = values[1]
                     if rss is not None:
                         peaks[name] = max(peaks.get(name, 0.0), rss / 2**20)
         return peaks
 
     def rss_points(self, names: list[str]) -> dict[str, dict[str, float | None]]:
-        """RSS (MiB) of each process at the start, middle and end of the samples, and its peak."""
+        """RSS (MiB) of each process at the start, middle and end of the samples, its peak,
+        and the peak of its anonymous part (``anon_peak``)."""
         out = {}
         for name in names:
             if name == MACHINE:
                 continue
-            series = [s[1][name][1] for s in self.samples if s[1].get(name, (None, None))[1] is not None]
-            if not series:
-                out[name] = {"start": None, "middle": None, "end": None, "peak": None}
+            values = [s[1][name] for s in self.samples if s[1].get(name, (None, None))[1] is not None]
+            if not values:
+                out[name] = {"start": None, "middle": None, "end": None, "peak": None, "anon_peak": None}
                 continue
-            mib = [v / 2**20 for v in series]
-            out[name] = {"start": mib[0], "middle": mib[len(mib) // 2], "end": mib[-1], "peak": max(mib)}
+            mib = [v[1] / 2**20 for v in values]
+            anon = [v[2] / 2**20 for v in values if len(v) > 2 and v[2] is not None]
+            out[name] = {"start": mib[0], "middle": mib[len(mib) // 2], "end": mib[-1], "peak": max(mib),
+                         "anon_peak": max(anon) if anon else None}
         return out

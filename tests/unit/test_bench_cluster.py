@@ -91,6 +91,14 @@ def test_rss_peaks_are_taken_within_the_window():
     assert sampler.rss_peaks(0.0, 9.0) == {"a": 300.0}
 
 
+def test_render_shows_the_anonymous_peak_when_sampled():
+    results = _results()
+    results["rss_mib"]["court-node"]["anon_peak"] = 61.4
+    text = br.render(results, MACHINE, "evledger bench cluster")
+    assert "(90; 61) |" in text
+    assert "anonymous peak" in text
+
+
 def test_render_without_optional_phases():
     results = _results()
     for key in ("failover", "half-single", "half-batch"):
@@ -120,6 +128,9 @@ def test_proc_sampling_reads_this_process():
     assert sampler.cpu_percent(a, b)["me"] is not None
     points = sampler.rss_points(["me"])["me"]
     assert points["start"] > 0 and points["peak"] >= points["end"]
+    assert 0 < points["anon_peak"] <= points["peak"]
+    rss, anon = bs.proc_memory(os.getpid())
+    assert 0 < anon < rss
     assert bs.proc_cpu_seconds(2**22 + 12345) is None
 
 
