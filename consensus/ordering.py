@@ -60,17 +60,21 @@ def parent_tip(r: "Replica", seq: int) -> Any:
 def maybe_propose(r: "Replica", now: int) -> None:
     """Cut and pre-prepare as many blocks as batching and the window allow."""
     p = r.params
+    queue = r.requests
     while r.can_propose():
+        if not queue.waiting:
+            return
         seq = r.next_seq()
-        parent = parent_tip(r, seq)
-        records, size, oldest = r.requests.batch(p.batch_max_entries, p.batch_max_bytes)
-        if not records:
-            return
         # Wait for a fuller block only while another one is in flight: an idle
-        # cluster orders a lone request at once (latency), a busy one batches.
-        if (len(records) < p.batch_max_entries and size < p.batch_max_bytes and now - oldest < p.batch_delay_ms
-                and seq > r.last_delivered + 1):
+        # cluster orders a lone request at once (latency), a busy one batches.  A
+        # block's worth waiting is cut at once.  Decided from the queue's running
+        # totals: this runs on every step of the primary, and building a batch of
+        # a few hundred requests only to wait would cost more than the step.
+        if (seq > r.last_delivered + 1 and not queue.fills_block(p.batch_max_entries, p.batch_max_bytes)
+                and now - queue.oldest_waiting() < p.batch_delay_ms):
             return
+        parent = parent_tip(r, seq)
+        records = queue.batch(p.batch_max_entries, p.batch_max_bytes)[0]
         parent_ts = parent.header.timestamp if parent.header is not None else -1
         block, tip = r.app.build(parent, records, max(now, parent_ts + 1), r.view, r.name)
         included = {request_id(rec) for rec in block.records}

@@ -4,7 +4,9 @@ Every validator keeps the requests it has received, so a backup can tell that th
 primary is not ordering them (the progress timer, TOCS'02 §4.5.2).  A request id is
 the entry's Merkle leaf hash.  ``pending`` holds every request not yet delivered;
 ``waiting`` (a sub-sequence, same order) those not in any block proposed in the
-current view, which is what the primary batches from, in O(batch).  Requests leave
+current view, which is what the primary batches from, in O(batch).  The count and
+total size of ``waiting`` are kept as it changes, so whether a full block is
+waiting (:meth:`RequestQueue.fills_block`) is known without building one.  Requests leave
 the queue when a block containing them is delivered; the ids of the last
 ``capacity`` delivered requests are remembered so a late duplicate is not queued
 again (it would keep the progress timer running and cause spurious view changes,
@@ -35,13 +37,14 @@ def request_id(record: EntryRecord) -> bytes:
 
 
 class RequestQueue:
-    __slots__ = ("capacity", "pending", "waiting", "recent")
+    __slots__ = ("capacity", "pending", "waiting", "recent", "waiting_bytes")
 
     def __init__(self, capacity: int):
         self.capacity = capacity
         self.pending: dict[bytes, tuple[EntryRecord, int, int]] = {}  # id -> (record, size, arrival)
         self.waiting: OrderedDict[bytes, None] = OrderedDict()
         self.recent: OrderedDict[bytes, None] = OrderedDict()
+        self.waiting_bytes = 0  # total size of the requests in ``waiting``
 
     def __len__(self) -> int:
         return len(self.pending)
@@ -57,20 +60,32 @@ class RequestQueue:
             return rid, "pending_full"
         self.pending[rid] = (record, size, now)
         self.waiting[rid] = None
+        self.waiting_bytes += size
         return rid, None
 
+    def _unwait(self, rid: bytes) -> None:
+        if rid in self.waiting:
+            del self.waiting[rid]
+            self.waiting_bytes -= self.pending[rid][1]
+
     def remove(self, rid: bytes) -> None:
+        self._unwait(rid)
         self.pending.pop(rid, None)
-        self.waiting.pop(rid, None)
 
     def proposed(self, rid: bytes) -> None:
         """``rid`` is in a block proposed in the current view."""
-        self.waiting.pop(rid, None)
+        self._unwait(rid)
 
     def reset_proposed(self, still_proposed: Iterable[bytes]) -> None:
         """New view: everything not in ``still_proposed`` is waiting again (FIFO order)."""
         keep = set(still_proposed)
         self.waiting = OrderedDict((rid, None) for rid in self.pending if rid not in keep)
+        self.waiting_bytes = sum(self.pending[rid][1] for rid in self.waiting)
+
+    def fills_block(self, max_entries: int, max_bytes: int) -> bool:
+        """Whether the waiting requests make a full block: ``max_entries`` of them, or at
+        least ``max_bytes`` (so :meth:`batch` stops at a limit, not at the end)."""
+        return len(self.waiting) >= max_entries or self.waiting_bytes >= max_bytes
 
     def delivered(self, rid: bytes) -> None:
         self.remove(rid)

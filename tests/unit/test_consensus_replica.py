@@ -1,5 +1,7 @@
 """One replica driven by hand: robustness, durability contract, trusted time."""
 
+import dataclasses
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -14,6 +16,7 @@ from ledger.block import Block
 from consensus.messages import Commit, Complaint, PrePrepare, Prepare, ViewChange, open_envelope, parse_body, seal
 from consensus.params import Params
 from consensus.replica import Replica
+from consensus.requests import RequestQueue, _id_and_size, request_id
 from tests.sim.app import CHAIN_ID, GENESIS_TIP, SimApp, make_record
 
 NAMES = ("v0", "v1", "v2", "v3")
@@ -23,6 +26,10 @@ APP = SimApp(VSET.hash())
 PARAMS = Params(batch_max_entries=2, batch_delay_ms=5, checkpoint_interval=4, watermark_window=8, max_in_flight=4,
                 max_buffered_per_peer=4, max_clock_skew_ms=1000, max_message_bytes=1 << 16)
 T0 = 1_000_000
+
+
+def request_size(record):
+    return _id_and_size(record)[1]
 
 
 def auth(name):
@@ -242,6 +249,54 @@ def test_an_idle_primary_proposes_at_once_and_a_busy_one_batches():
     assert not of(out, io.Broadcast)
     out = p.step(io.TimerFired(), T0 + 1 + PARAMS.batch_delay_ms)
     assert [kind_of(a.data) for a in of(out, io.Broadcast)] == ["pre_prepare"]
+
+
+def test_a_full_block_waiting_is_cut_at_once_even_with_one_in_flight():
+    p = replica("v0")
+    p.step(io.ClientRequest(make_record("c", 1)), T0)  # proposed at once: now one is in flight
+    out = p.step(io.ClientRequest(make_record("c", 2)), T0 + 1)
+    assert not of(out, io.Broadcast)  # one waiting of PARAMS.batch_max_entries (2): wait
+    out = p.step(io.ClientRequest(make_record("c", 3)), T0 + 2)  # two waiting: a full block
+    pps = [a.data for a in of(out, io.Broadcast) if kind_of(a.data) == "pre_prepare"]
+    assert len(pps) == 1
+    assert len(Block.from_wire(parse_body(open_envelope(pps[0], 1 << 20)).block_wire).records) == 2
+
+
+def test_a_block_of_bytes_waiting_is_cut_at_once():
+    record = make_record("c", 2)
+    size = request_size(record)
+    # Two waiting requests do not fit in one block: the batch stops at the byte limit.
+    params = dataclasses.replace(PARAMS, batch_max_entries=100, batch_max_bytes=2 * size - 1)
+    p = Replica("v0", auth("v0"), APP, GENESIS_TIP, params, None)
+    p.step(io.Started(), T0)
+    p.step(io.ClientRequest(make_record("c", 1)), T0)  # in flight
+    assert not of(p.step(io.ClientRequest(record), T0 + 1), io.Broadcast)
+    out = p.step(io.ClientRequest(make_record("c", 3)), T0 + 2)  # more waiting than one block holds
+    pps = [a.data for a in of(out, io.Broadcast) if kind_of(a.data) == "pre_prepare"]
+    assert len(pps) == 1
+    assert len(Block.from_wire(parse_body(open_envelope(pps[0], 1 << 20)).block_wire).records) == 1
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["add", "proposed", "remove", "delivered", "reset"]),
+                          st.integers(0, 7)), max_size=40))
+def test_the_queue_keeps_the_count_and_size_of_what_waits(ops):
+    queue = RequestQueue(capacity=5)
+    records = [make_record("q", i) for i in range(8)]
+    for op, i in ops:
+        rid = request_id(records[i])
+        if op == "add":
+            queue.add(records[i], T0)
+        elif op == "proposed":
+            queue.proposed(rid)
+        elif op == "remove":
+            queue.remove(rid)
+        elif op == "delivered":
+            queue.delivered(rid)
+        else:
+            queue.reset_proposed([rid])
+        assert queue.waiting_bytes == sum(queue.pending[r][1] for r in queue.waiting)
+        assert set(queue.waiting) <= set(queue.pending)
 
 
 def test_a_lone_complaint_keeps_the_replica_in_its_view_and_re_complains():
