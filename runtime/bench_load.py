@@ -158,61 +158,65 @@ class _Loader:
 class _Tracker:
     """Follows sampled deposit codes to commit, polling the node each was submitted to.
 
-    Each sample is polled on its own schedule: every ``interval`` s while it is young,
-    then every tenth of its age (at most ``MAX_POLL_S``), so a latency is measured to
-    within ``interval`` or 10 %, and a slow sample does not delay the others.
-    (Polling only the oldest outstanding sample, as this did before, recorded every
-    sample queued behind a slow one as slow too.)  ``in_order`` keeps that older
-    behaviour for the failover phase, which samples every request and only needs the
-    first commit after the kill: polling hundreds of stalled samples each would load
-    the survivors it measures.
+    Each sample is followed by a task of its own: it polls every ``interval`` s while
+    the sample is young, then every tenth of its age (at most ``MAX_POLL_S``), and
+    stamps the sample with the time its own answer arrived.  So a latency is high by
+    at most one polling interval plus one request, and a slow sample, or a slow
+    answer, does not delay the others.  (Polling only the oldest outstanding sample,
+    as this did before, recorded every sample queued behind a slow one as slow too.)
+    ``in_order`` keeps that older behaviour for the failover phase, which samples
+    every request and only needs the first commit after the kill: polling hundreds
+    of stalled samples each would load the survivors it measures.
+
+    :meth:`run` returns once ``done`` is set (the phase decides when it ends).
     """
 
     MAX_POLL_S = 0.05
 
     def __init__(self, loader: _Loader, interval: float, in_order: bool = False):
         self.loader, self.interval, self.in_order = loader, interval, in_order
-        self.outstanding: list[list] = []  # [api, code, submitted at, next poll at], in submit order
+        self.outstanding: list[tuple[str, str, float]] = []  # (api, code, submitted at), in submit order
         self.latencies: list[float] = []
         self.commits: list[tuple[float, float]] = []  # (submitted, committed)
         self.done = False
+        self._followers: set[asyncio.Task] = set()
 
     def add(self, api: str, code: str, submitted: float) -> None:
-        self.outstanding.append([api, code, submitted, 0.0])
+        sample = (api, code, submitted)
+        self.outstanding.append(sample)
+        if not self.in_order:
+            task = asyncio.ensure_future(self._follow(sample))
+            self._followers.add(task)
+            task.add_done_callback(self._followers.discard)
 
-    async def _committed(self, sample: list) -> bool:
+    async def _committed(self, sample: tuple[str, str, float]) -> bool:
         try:
             return await self.loader.height_of(sample[0], sample[1]) is not None
-        except Exception:  # noqa: BLE001 - a node gone (failover) or busy: try another round
+        except Exception:  # noqa: BLE001 - a node gone (failover) or busy: try again
             return False
 
-    def _record(self, sample: list, now: float) -> None:
+    def _record(self, sample: tuple[str, str, float], now: float) -> None:
         self.latencies.append(now - sample[2])
         self.commits.append((sample[2], now))
 
-    async def _in_order_round(self) -> None:
-        while self.outstanding and await self._committed(self.outstanding[0]):
-            self._record(self.outstanding.pop(0), time.monotonic())
-
-    async def _independent_round(self) -> None:
-        now = time.monotonic()
-        due = [s for s in self.outstanding if s[3] <= now]
-        if not due:
-            return
-        answers = await asyncio.gather(*(self._committed(s) for s in due))
-        now = time.monotonic()
-        for sample, committed in zip(due, answers):
+    async def _follow(self, sample: tuple[str, str, float]) -> None:
+        while not self.done:
+            committed = await self._committed(sample)
+            now = time.monotonic()
             if committed:
                 self._record(sample, now)
                 self.outstanding.remove(sample)
-            else:
-                sample[3] = now + max(self.interval, min(0.1 * (now - sample[2]), self.MAX_POLL_S))
+                return
+            await asyncio.sleep(max(self.interval, min(0.1 * (now - sample[2]), self.MAX_POLL_S)))
 
-    async def run(self, until: float) -> None:
-        poll_round = self._in_order_round if self.in_order else self._independent_round
-        while not self.done and (time.monotonic() < until or self.outstanding):
-            await poll_round()
+    async def run(self) -> None:
+        """Poll in order (``in_order``) or wait for the followers, until ``done``."""
+        while not self.done:
+            while self.in_order and self.outstanding and await self._committed(self.outstanding[0]):
+                self._record(self.outstanding.pop(0), time.monotonic())
             await asyncio.sleep(self.interval)
+        for task in list(self._followers):
+            task.cancel()
 
 
 async def _closed_loop(loader: _Loader, kind: str, seconds: float, concurrency: int, window: int) -> dict:
@@ -279,7 +283,7 @@ async def _open_loop(loader: _Loader, kind: str, seconds: float, rate: float, sa
     start = time.monotonic()
     deadline = start + seconds
     tracker = _Tracker(loader, poll, in_order)
-    tracking = asyncio.ensure_future(tracker.run(deadline))
+    tracking = asyncio.ensure_future(tracker.run())
     counts = {"requests": 0, "accepted_items": 0, "busy": 0, "errors": 0, "skipped": 0}
     statuses: dict[str, int] = {}
     in_flight: set[asyncio.Task] = set()

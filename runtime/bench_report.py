@@ -114,7 +114,8 @@ def render(results: dict, info: dict, command: str) -> str:
               "while a node reports more than %s (single) / %s (batches) items admitted but not committed. "
               "Latency is polled at the node the deposit was sent to: at idle every 1 ms; under load each sampled "
               "deposit on its own, every 5 ms and then every tenth of its age (at most 50 ms), so a figure is "
-              "high by up to 5 ms or 10 %%; in failover the oldest outstanding deposit every 10 ms." % (secs["idle"], secs["single"], secs["half-single"], warmups,
+              "high by up to one such interval plus one request; in failover the oldest outstanding deposit "
+              "every 10 ms." % (secs["idle"], secs["single"], secs["half-single"], warmups,
                                      format(plan.get("window", 3000), ","),
                                      format(plan.get("batch_window", 20000), ","))]
     notes = results.get("notes")
