@@ -54,19 +54,17 @@ from __future__ import annotations
 
 import abc
 import threading
-from itertools import repeat
 from operator import itemgetter
-from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
 from . import merkle
 from .block import Block, BlockHeader, CommitCertificate
 from .errors import InputError, StoreError
-from .model import Deposit, EntryRecord
+from .model import EntryRecord
 from .store_check import run_check
-from .store_types import (EMPTY_HEAD, ENTRY_KEY_SIZE, MAX_CODE_KEY, MAX_PAGE, AbsentCodes, BlockIndex, CheckReport,
-                          EntryRef, Head, Location, check_int, check_case, check_code_key, check_code_keys,
-                          check_entry_key)
+from .store_types import (EMPTY_HEAD, ENTRY_KEY_SIZE, MAX_CODE_KEY, MAX_PAGE, AbsentCodes, AppendPlan, BlockIndex,
+                          CheckReport, EntryRef, Head, Location, check_case, check_code_key, check_code_keys,
+                          check_entry_key, check_index_cover, check_int, index_targets)
 
 __all__ = ["AppendPlan", "BlockIndex", "CheckReport", "EMPTY_HEAD", "EntryRef", "Head", "Location", "Store"]
 
@@ -74,39 +72,8 @@ __all__ = ["AppendPlan", "BlockIndex", "CheckReport", "EMPTY_HEAD", "EntryRef", 
 MAX_REPLICA_VALUE = 64 * 1024 * 1024
 
 
-@dataclass(frozen=True, slots=True)
-class AppendPlan:
-    """Everything one append writes, computed and checked before any write."""
-
-    block: Block
-    certificate: CommitCertificate | None
-    index: BlockIndex
-    nodes: dict
-    head: Head
-
-
 def _fail(reason: str, message: str) -> StoreError:
     return StoreError("append refused: " + message, reason=reason)
-
-
-def _targets(block: Block) -> tuple[set[Location], set[EntryRef]]:
-    """The deposit items (which need codes) and other entries (which need entry keys) of ``block``."""
-    height, items, others = block.header.height, set(), set()
-    for e, record in enumerate(block.records):
-        if isinstance(record.entry.body, Deposit):
-            # plain tuples, built at C speed: equal to (and hashed like) the Locations they stand for
-            items.update(zip(repeat(height), repeat(e), range(record.entry.body.item_count)))
-        else:
-            others.add(EntryRef(height, e))
-    return items, others
-
-
-def _check_cover(wanted: set, given: set, what: str) -> None:
-    extra, missing = sorted(given - wanted), sorted(wanted - given)
-    if extra:
-        raise _fail("bad_index", "index names %r, which is not a %s of this block" % (tuple(extra[0]), what))
-    if missing:
-        raise _fail("bad_index", "%s %r is missing from the index" % (what, tuple(missing[0])))
 
 
 class Store(abc.ABC):
@@ -200,9 +167,9 @@ class Store(abc.ABC):
             raise _fail("certificate_mismatch", "the certificate is for another header")
 
     def _check_index(self, block: Block, index: BlockIndex) -> None:
-        items, others = _targets(block)
-        _check_cover(items, set(map(itemgetter(1), index.codes)), "deposit item")
-        _check_cover(others, {ref for _, ref in index.entry_keys}, "non-deposit entry")
+        items, others = index_targets(block)
+        check_index_cover(items, set(map(itemgetter(1), index.codes)), "deposit item")
+        check_index_cover(others, {ref for _, ref in index.entry_keys}, "non-deposit entry")
         new_codes = {code for code, _ in index.codes}
         # Codes answered "absent" with no append since are absent now (AbsentCodes is
         # exact): only the others go to the backend (a validator asked at admission).

@@ -1,4 +1,6 @@
-"""Values the store interface speaks: locations, the per-block index, the head, check reports.
+"""Values the store interface speaks: locations, the per-block index, the head, check
+reports, and an append's plan (with the check that a block's index covers exactly
+its deposit items and other entries).
 
 ``BlockIndex`` is what the deterministic state layer hands to ``Store.append``
 beside a block: code key -> :class:`Location` of each deposit item, replay key ->
@@ -18,7 +20,9 @@ from itertools import chain, repeat
 from typing import Any, Mapping, NamedTuple
 
 from . import merkle
-from .block import ZERO_HASH, BlockHeader
+from .block import ZERO_HASH, Block, BlockHeader, CommitCertificate
+from .errors import StoreError
+from .model import Deposit
 
 MAX_CODE_KEY = 64
 ENTRY_KEY_SIZE = 32
@@ -262,3 +266,37 @@ class CheckReport:
     @property
     def ok(self) -> bool:
         return not self.problems
+
+
+@dataclass(frozen=True, slots=True)
+class AppendPlan:
+    """Everything one append writes, computed and checked before any write."""
+
+    block: Block
+    certificate: CommitCertificate | None
+    index: BlockIndex
+    nodes: dict
+    head: Head
+
+
+def index_targets(block: Block) -> tuple[set[Location], set[EntryRef]]:
+    """The deposit items (which need codes) and other entries (which need entry keys) of ``block``."""
+    height, items, others = block.header.height, set(), set()
+    for e, record in enumerate(block.records):
+        if isinstance(record.entry.body, Deposit):
+            # plain tuples, built at C speed: equal to (and hashed like) the Locations they stand for
+            items.update(zip(repeat(height), repeat(e), range(record.entry.body.item_count)))
+        else:
+            others.add(EntryRef(height, e))
+    return items, others
+
+
+def check_index_cover(wanted: set, given: set, what: str) -> None:
+    """The index covers exactly ``wanted`` (deposit items, or other entries) of the block."""
+    extra, missing = sorted(given - wanted), sorted(wanted - given)
+    if extra:
+        raise StoreError("append refused: index names %r, which is not a %s of this block" % (tuple(extra[0]), what),
+                         reason="bad_index")
+    if missing:
+        raise StoreError("append refused: %s %r is missing from the index" % (what, tuple(missing[0])),
+                         reason="bad_index")
