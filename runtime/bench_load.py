@@ -214,7 +214,8 @@ class _Tracker:
         while not self.done:
             while self.in_order and self.outstanding and await self._committed(self.outstanding[0]):
                 self._record(self.outstanding.pop(0), time.monotonic())
-            await asyncio.sleep(self.interval)
+            # Independent samples poll in their own tasks: here only ``done`` is watched.
+            await asyncio.sleep(self.interval if self.in_order else self.MAX_POLL_S)
         for task in list(self._followers):
             task.cancel()
 
