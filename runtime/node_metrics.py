@@ -10,9 +10,11 @@ collections, by generation).
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import gc
 import json
 import logging
+import sys
 import time
 from typing import Any
 
@@ -164,9 +166,32 @@ def memory_report(node: Any) -> str:
         parts.append("peer queues %s" % (", ".join("%s %d KiB" % (n, b // 1024) for n, b in queued.items()) or "empty"))
     if node.replica is not None:
         parts.append("replica slots %d, pending requests %d" % (len(node.replica.slots), len(node.replica.requests.pending)))
+    parts.append("python blocks %d" % sys.getallocatedblocks())
+    heap = _malloc_summary()
+    if heap:
+        parts.append(heap)
     top = Tally(type(o).__name__ for o in gc.get_objects()).most_common(8)
     parts.append("objects: " + ", ".join("%s %d" % kv for kv in top))
     return "; ".join(parts)
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+
+def _malloc_summary() -> str:
+    """glibc's heap: what it holds from the system, in use and free (free but held is
+    fragmentation, not a leak), and what it has mapped for large blocks; "" elsewhere."""
+    try:
+        mallinfo2 = ctypes.CDLL("libc.so.6").mallinfo2
+    except (OSError, AttributeError):  # not glibc, or older than 2.33
+        return ""
+    mallinfo2.restype = _MallInfo2
+    info = mallinfo2()
+    mib = 2**20
+    return "malloc heap %.0f MiB (in use %.0f, free %.0f), mapped %.0f MiB" % (
+        info.arena / mib, info.uordblks / mib, info.fordblks / mib, info.hblkhd / mib)
 
 
 def configure_logging(level: str, as_json: bool) -> None:

@@ -24,3 +24,18 @@ def test_label_values_are_escaped():
     c.inc('new\nline')
     text = reg.render()
     assert 'y_total{what="a\\"b\\\\c"} 1' in text and 'z_total{why="new\\nline"} 1' in text
+
+
+def test_the_memory_report_names_pythons_blocks_and_glibcs_heap():
+    import platform
+    import re
+    from types import SimpleNamespace
+
+    from runtime.node_metrics import memory_report
+
+    node = SimpleNamespace(pool=None, verifier=SimpleNamespace(replay=[]), store=None, transport=None, replica=None)
+    report = memory_report(node)
+    assert re.search(r"python blocks \d+", report)
+    if platform.libc_ver()[0] == "glibc":
+        heap = re.search(r"malloc heap (\d+) MiB \(in use (\d+), free (\d+)\), mapped (\d+) MiB", report)
+        assert heap and int(heap.group(1)) >= int(heap.group(2)), report
