@@ -53,10 +53,11 @@ from ledger.errors import DecodeError, InputError
 from ledger.genesis import view_change_bytes
 from ledger.leveldb_store import LevelDBStore
 from ledger.model import Deposit, EntryRecord
-from ledger.state import Rules
+from ledger.state import Rules, deposit_code_keys
 from ledger.store import BlockIndex
 from runtime import peerwire
 from runtime.auth import RequestVerifier
+from runtime.commit_waiters import CommitWaiters
 from runtime.config import NodeSetup
 from runtime.forwarding import Forwarder
 from runtime.http_api import Api
@@ -73,6 +74,7 @@ log = logging.getLogger("evledger.node")
 VERSION = "0.1.0"
 FETCH_REPLY_BYTES = 4 * 1024 * 1024
 SWEEP_S = 1.0  # how often pending local requests are checked for a lost forward
+MAX_COMMIT_WAITERS = 10_000  # requests waiting at once for a deposit to commit (runtime/commit_waiters.py)
 
 
 class _ConsensusApp:
@@ -135,6 +137,7 @@ class Node:
         self.registry = Registry()
         self.version = VERSION
         self.verifier = RequestVerifier.from_genesis(self.genesis, replay_capacity=self.config.pool.replay_capacity)
+        self.waiters = CommitWaiters(MAX_COMMIT_WAITERS)
         self.store: LevelDBStore | None = None
         self.replica: Replica | None = None
         self.transport: PeerTransport | None = None
@@ -278,7 +281,10 @@ class Node:
 
     def _delivered(self, block: Block, written: Any) -> None:
         """What follows a block's append: forget its tip and its records' memos, release its
-        deposits from the pool, count it."""
+        deposits from the pool, wake the clients waiting for its codes, count it."""
+        if self.waiters.wanted():  # before the code memo forgets the block's records
+            for record in block.records:
+                self.waiters.committed(deposit_code_keys(self.chain_id, record))
         self.app.forget_up_to(block.header.height)
         derived.forget(self.chain_id, block.records)
         items = 0

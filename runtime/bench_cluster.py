@@ -14,7 +14,8 @@ Phases, in order (their lengths are fractions of ``--duration``):
 
 ``idle``
     one single-item deposit at a time; latency = submit → the accepting node
-    answers ``committed`` for its code (polled every millisecond).
+    answers ``committed`` for its code (asked with ``?wait_ms=``: the node answers
+    when it appends the block).
 ``single``
     closed loop, ``--concurrency`` requests in flight spread over the validators,
     each ``POST /v1/deposits`` carrying one signed single-item deposit.
@@ -24,7 +25,8 @@ Phases, in order (their lengths are fractions of ``--duration``):
     the same with each request carrying one signed batch of ``--batch`` items.
 ``half-single`` / ``half-batch``
     open loop at half the throughput just measured; every 50 ms one request's
-    first code is followed to commit (polled every 5 ms) for p50/p99 latency.
+    first code is followed to commit (asked with ``?wait_ms=``) for p50/p99
+    latency.
 ``failover``
     a steady stream of single deposits to the backups; the primary is killed with
     SIGKILL; *resume* = first commit of a deposit submitted after the kill, minus

@@ -138,10 +138,12 @@ class _Loader:
         resp = await self.session.call("POST", api, "/v1/deposits", body, headers)
         retry = resp.headers.get("retry-after")
         doc = json.loads(resp.body) if resp.status in (200, 202) else None
-        return resp.status, doc, float(retry) if retry and retry.isdigit() else 0.0
+        return resp.status, doc, float(retry) if retry and retry.isascii() and retry.isdigit() else 0.0
 
-    async def height_of(self, api: str, code: str) -> int | None:
-        status, doc = await self.get_json(api, "/v1/deposits/" + code)
+    async def height_of(self, api: str, code: str, wait_ms: int = 0) -> int | None:
+        """The code's height once committed at ``api``, else ``None``; ``wait_ms`` lets the node
+        answer as soon as it commits (``GET /v1/deposits/{code}?wait_ms=``) instead of at once."""
+        status, doc = await self.get_json(api, "/v1/deposits/" + code + ("?wait_ms=%d" % wait_ms if wait_ms else ""))
         if status != 200 or not isinstance(doc, dict):
             return None
         return doc.get("height") if doc.get("state") == "committed" else None
@@ -156,22 +158,26 @@ class _Loader:
 
 
 class _Tracker:
-    """Follows sampled deposit codes to commit, polling the node each was submitted to.
+    """Follows sampled deposit codes to commit at the node each was submitted to.
 
-    Each sample is followed by a task of its own: it polls every ``interval`` s while
-    the sample is young, then every tenth of its age (at most ``MAX_POLL_S``), and
-    stamps the sample with the time its own answer arrived.  So a latency is high by
-    at most one polling interval plus one request, and a slow sample, or a slow
-    answer, does not delay the others.  (Polling only the oldest outstanding sample,
-    as this did before, recorded every sample queued behind a slow one as slow too.)
-    ``in_order`` keeps that older behaviour for the failover phase, which samples
-    every request and only needs the first commit after the kill: polling hundreds
-    of stalled samples each would load the survivors it measures.
+    Each sample is followed by a task of its own: it asks the node for the code with
+    ``wait_ms`` (``WAIT_MS``), so the node answers in the turn of its event loop in
+    which the block holding the code is appended, and stamps the sample with the
+    time its own answer arrived.  So a latency is high by at most one request, and a
+    slow sample, or a slow answer, does not delay the others.  A request that comes
+    back without the commit (the wait ran out, an error) is asked again after
+    ``interval`` s.  (Polling only the oldest outstanding sample, as this did before,
+    recorded every sample queued behind a slow one as slow too; polling each sample
+    on a timer loaded the node it measured and added up to an interval.)
+    ``in_order`` polls the oldest sample every ``interval`` s instead, for the
+    failover phase, which samples every request and only needs the first commit
+    after the kill: the survivors it measures should not hold hundreds of waits.
 
     :meth:`run` returns once ``done`` is set (the phase decides when it ends).
     """
 
     MAX_POLL_S = 0.05
+    WAIT_MS = 20_000
 
     def __init__(self, loader: _Loader, interval: float, in_order: bool = False):
         self.loader, self.interval, self.in_order = loader, interval, in_order
@@ -189,9 +195,9 @@ class _Tracker:
             self._followers.add(task)
             task.add_done_callback(self._followers.discard)
 
-    async def _committed(self, sample: tuple[str, str, float]) -> bool:
+    async def _committed(self, sample: tuple[str, str, float], wait_ms: int = 0) -> bool:
         try:
-            return await self.loader.height_of(sample[0], sample[1]) is not None
+            return await self.loader.height_of(sample[0], sample[1], wait_ms) is not None
         except Exception:  # noqa: BLE001 - a node gone (failover) or busy: try again
             return False
 
@@ -201,13 +207,13 @@ class _Tracker:
 
     async def _follow(self, sample: tuple[str, str, float]) -> None:
         while not self.done:
-            committed = await self._committed(sample)
+            committed = await self._committed(sample, self.WAIT_MS)
             now = time.monotonic()
             if committed:
                 self._record(sample, now)
                 self.outstanding.remove(sample)
                 return
-            await asyncio.sleep(max(self.interval, min(0.1 * (now - sample[2]), self.MAX_POLL_S)))
+            await asyncio.sleep(self.interval)
 
     async def run(self) -> None:
         """Poll in order (``in_order``) or wait for the followers, until ``done``."""
@@ -356,13 +362,9 @@ async def _idle(loader: _Loader, seconds: float) -> dict:
         if status not in (200, 202):
             raise RuntimeError("idle deposit refused: HTTP %d" % status)
         code = doc["deposits"][0]["code"]
-        while True:
-            if await loader.height_of(api, code) is not None:
-                latencies.append(time.monotonic() - submitted)
-                break
-            if time.monotonic() - submitted > 30:
-                raise RuntimeError("an idle deposit did not commit within 30 s")
-            await asyncio.sleep(0.001)
+        if await loader.height_of(api, code, wait_ms=30_000) is None:
+            raise RuntimeError("an idle deposit did not commit within 30 s")
+        latencies.append(time.monotonic() - submitted)
         await asyncio.sleep(0.02)
     return {"latency": latency_summary(latencies), "latencies_s": latencies}
 

@@ -112,10 +112,10 @@ def render(results: dict, info: dict, command: str) -> str:
     lines += ["", "Phases: idle %.0f s, closed loops %.0f s each, open loops at half load %.0f s each (warm-up "
               "excluded: %s), failover with 100 single deposits/s to the backups. Closed loops hold new requests "
               "while a node reports more than %s (single) / %s (batches) items admitted but not committed. "
-              "Latency is polled at the node the deposit was sent to: at idle every 1 ms; under load each sampled "
-              "deposit on its own, every 5 ms and then every tenth of its age (at most 50 ms), so a figure is "
-              "high by up to one such interval plus one request; in failover the oldest outstanding deposit "
-              "every 10 ms." % (secs["idle"], secs["single"], secs["half-single"], warmups,
+              "Latency is asked of the node the deposit was sent to with `GET /v1/deposits/{code}?wait_ms=`, "
+              "which that node answers in the turn of its event loop that appends the block (at idle for every "
+              "deposit, under load for each sampled deposit on its own), so a figure is high by at most one "
+              "request; in failover the oldest outstanding deposit is polled every 10 ms." % (secs["idle"], secs["single"], secs["half-single"], warmups,
                                      format(plan.get("window", 3000), ","),
                                      format(plan.get("batch_window", 20000), ","))]
     notes = results.get("notes")

@@ -55,6 +55,6 @@ def seconds(text: str) -> float:
 
 def key_value(text: str) -> tuple[str, int]:
     key, sep, value = text.partition("=")
-    if not sep or not key or not value.replace("_", "").isdigit():
+    if not sep or not key or not value.replace("_", "").isascii() or not value.replace("_", "").isdigit():
         raise argparse.ArgumentTypeError("expected KEY=INTEGER, got %r" % text)
     return key, int(value.replace("_", ""))

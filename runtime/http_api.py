@@ -37,6 +37,7 @@ log = logging.getLogger("evledger.http")
 MSGPACK = "application/msgpack"
 CALLER_ROLES = frozenset({"court", "procuratorate", "arbitration", "notary"})
 PUBLIC_BURST = 100
+MAX_WAIT_MS = 30_000  # the longest a deposit view waits for its code to commit
 
 
 class ApiFailure(Exception):
@@ -58,6 +59,7 @@ class Service(Protocol):
     def now_ms(self) -> int: ...
     def submit_deposits(self, body: bytes, content_type: str, caller: str) -> tuple[int, dict]: ...
     def deposit_view(self, code_key: bytes) -> dict: ...
+    async def wait_committed(self, code_key: bytes, timeout_s: float) -> None: ...
     def verify(self, code_key: bytes, digest: bytes) -> dict: ...
     def block_view(self, height: int) -> dict: ...
     def receipt(self, code_key: bytes) -> dict: ...
@@ -194,8 +196,13 @@ class Api:
 
     async def get_deposit(self, request: web.Request) -> web.Response:
         code_key = parse_code_param(request.match_info["code"])
+        wait_ms = _wait_ms(request)
+        caller = None
         if "X-Evledger-Signature" in request.headers:  # a caller asking for the full record
             caller = await self._signed(request, b"", CALLER_ROLES)
+        if wait_ms:
+            await self.service.wait_committed(code_key, wait_ms / 1000)
+        if caller is not None:
             return web.json_response(self.service.full_deposit_view(code_key, caller))
         return web.json_response(self.service.deposit_view(code_key))
 
@@ -208,7 +215,7 @@ class Api:
         if not case or len(case) > 128 or any(ord(c) < 0x20 or c == "\x7f" for c in case):
             raise ApiFailure(400, "bad_case", "a case number is 1-128 printable characters")
         limit_text = request.query.get("limit", "100")
-        if not limit_text.isdigit() or not 1 <= int(limit_text) <= 1000:
+        if not _decimal(limit_text) or not 1 <= int(limit_text) <= 1000:
             raise ApiFailure(400, "bad_request", "limit must be an integer in [1, 1000]")
         after = request.query.get("after")
         after_key = parse_code_param(after) if after else None
@@ -242,7 +249,7 @@ class Api:
     async def get_block(self, request: web.Request) -> web.Response:
         await self._signed(request, b"", None)
         text = request.match_info["height"]
-        if not text.isdigit() or len(text) > 19:
+        if not _decimal(text) or len(text) > 19:
             raise ApiFailure(400, "bad_height", "height must be a non-negative integer")
         return web.json_response(self.service.block_view(int(text)))
 
@@ -255,6 +262,21 @@ class Api:
             await self._signed(request, b"", frozenset({"validator", "observer"}))
         return web.Response(text=self.service.registry.render(), content_type="text/plain",
                             headers={"X-Content-Type-Options": "nosniff"})
+
+
+def _decimal(text: str) -> bool:
+    """ASCII digits only: ``str.isdigit`` also takes "²" (which ``int`` refuses) and "٣"."""
+    return text.isascii() and text.isdigit()
+
+
+def _wait_ms(request: web.Request) -> int:
+    """``?wait_ms=N``: how long a deposit view may wait for the code to commit (0: answer at once)."""
+    text = request.query.get("wait_ms")
+    if text is None:
+        return 0
+    if not _decimal(text) or len(text) > 6 or int(text) > MAX_WAIT_MS:
+        raise ApiFailure(400, "bad_request", "wait_ms must be an integer in [0, %d]" % MAX_WAIT_MS)
+    return int(text)
 
 
 def _dumps_utf8(doc: object) -> str:

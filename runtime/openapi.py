@@ -68,9 +68,15 @@ OPENAPI = {
                 "202": {"description": "accepted: one {code, digest, state, height} per item"},
                 **_errors(400, 401, 403, 409, 413, 415, 429, 503)}}},
         "/v1/deposits/{code}": {"get": {
-            "summary": "Public view of a deposit", "parameters": [_CODE],
+            "summary": "Public view of a deposit (a signed court, procuratorate, arbitration body or notary also "
+                       "gets its private metadata, and the lookup is recorded on chain)",
+            "parameters": [_CODE, {
+                "name": "wait_ms", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": 30000},
+                "description": "wait up to this long for the code to commit on this node, then answer as it stands "
+                               "(pending, committed or 404); 0 or absent answers at once"}],
             "responses": {"200": {"description": "the record", "content": {"application/json": {
-                "schema": {"$ref": "#/components/schemas/DepositView"}}}}, **_errors(400, 404, 429)}}},
+                "schema": {"$ref": "#/components/schemas/DepositView"}}}},
+                **_errors(400, 401, 403, 404, 409, 429, 503)}}},
         "/v1/verify": {"post": {
             "summary": "One-click retrieval: does a digest match a deposit code?",
             "requestBody": {"required": True, "content": {"application/json": {"schema": {

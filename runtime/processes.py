@@ -138,7 +138,7 @@ def _read_pid(path: Path) -> int | None:
         return None
     except OSError:
         return -1
-    return int(text) if text.isdigit() and 0 < int(text) < 2 ** 31 else -1
+    return int(text) if text.isascii() and text.isdigit() and 0 < int(text) < 2 ** 31 else -1
 
 
 def running(configs: Iterable[Path]) -> list[tuple[str, int]]:

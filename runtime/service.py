@@ -19,6 +19,7 @@ from ledger.model import AccessRecord, Deposit, Entry, EntryRecord
 from ledger.receipt import build_receipt
 from ledger.state import entry_key
 
+from .commit_waiters import TooManyWaiters
 from .http_api import ApiFailure
 from .pool import PoolFull
 
@@ -108,6 +109,15 @@ class NodeService:
                 "height": loc.height, "depositor": record.entry.signer,
                 "depositor_name": member.display_name if member else record.entry.signer,
                 "public_meta": dict(item.public_meta)}
+
+    async def wait_committed(self, code_key: bytes, timeout_s: float) -> None:
+        """Return once ``code_key`` is committed here, or after ``timeout_s`` (the view says which)."""
+        if self.store.locate(code_key) is not None:
+            return
+        try:
+            await self.node.waiters.wait(code_key, timeout_s)
+        except TooManyWaiters as full:
+            raise ApiFailure(503, "busy", "%s; poll without wait_ms or retry later" % full, retry_after=1) from None
 
     def full_deposit_view(self, code_key: bytes, caller: str) -> dict:
         """The full record (private metadata included) for a caller role; the access goes on chain."""

@@ -253,12 +253,15 @@ class EvledgerClient:
         return self.request("GET", "/v1/cases/%s/deposits" % quote(case, safe=""), signed=True)
 
     def wait_committed(self, codes: Iterable[DepositCode | str], timeout: float = 60.0) -> dict[str, int]:
-        """Poll until every code has a height; return ``{code: height}``.
+        """Wait until every code has a height; return ``{code: height}``.
 
-        Polls the public view (unsigned, so polling costs no replay-cache quota) with
-        backoff from 50 ms to 1 s.  A round stops at the first code still pending:
-        deposits commit in order, so later ones are asked for once it has.  A code the
-        node does not know yet (404) counts as pending.  Raises :class:`CommitTimeout`.
+        Asks for the public view (unsigned, so it costs no replay-cache quota) with
+        ``wait_ms``: the node answers as soon as the code commits, or after at most
+        half this client's socket timeout.  Between rounds it backs off from 50 ms to
+        1 s (a node that does not wait is polled that way).  A round stops at the
+        first code still pending: deposits commit in order, so later ones are asked
+        for once it has.  A code the node does not know yet (404) counts as pending.
+        Raises :class:`CommitTimeout`.
         """
         pending = list(dict.fromkeys(_code_text(c) for c in codes))
         heights: dict[str, int] = {}
@@ -266,7 +269,8 @@ class EvledgerClient:
         interval = 0.05
         while True:
             while pending:
-                height = self._height_of(pending[0])
+                wait_ms = int(max(0.0, min(deadline - time.monotonic(), self.timeout / 2)) * 1000)
+                height = self._height_of(pending[0], wait_ms)
                 if height is None:
                     break
                 heights[pending.pop(0)] = height
@@ -279,13 +283,14 @@ class EvledgerClient:
             time.sleep(min(interval, left))
             interval = min(interval * 2, 1.0)
 
-    def _height_of(self, code: str) -> int | None:
+    def _height_of(self, code: str, wait_ms: int = 0) -> int | None:
+        path = "/v1/deposits/" + quote(code, safe="-") + ("?wait_ms=%d" % wait_ms if wait_ms else "")
         try:
-            view = self.request("GET", "/v1/deposits/" + quote(code, safe="-"), signed=False)
+            view = self.request("GET", path, signed=False)
         except ApiError as err:
             if err.status == 404:
                 return None
-            if err.status == 429:  # the public rate limit: wait as told, then count the code as pending
+            if err.status in (429, 503):  # rate limit, or too many waiting: wait as told, count the code as pending
                 time.sleep(min(err.retry_after or 1.0, 5.0))
                 return None
             raise
@@ -367,7 +372,7 @@ class EvledgerClient:
 
     def _read(self, response: http.client.HTTPResponse) -> bytes:
         length = response.getheader("Content-Length")
-        if length is not None and length.isdigit() and int(length) > self.max_response_bytes:
+        if length is not None and length.isascii() and length.isdigit() and int(length) > self.max_response_bytes:
             self._drop_connection()
             raise ApiError(response.status, "response_too_large", "the answer exceeds %d bytes"
                            % self.max_response_bytes)
@@ -435,7 +440,7 @@ def _chunks(records: Sequence[EntryRecord]) -> Iterable[list[EntryRecord]]:
 def _api_error(status: int, headers: http.client.HTTPMessage, data: bytes) -> ApiError:
     retry_after = None
     value = headers.get("Retry-After")
-    if value is not None and value.strip().isdigit():
+    if value is not None and value.strip().isascii() and value.strip().isdigit():
         retry_after = float(value.strip())
     try:
         error = json.loads(data)["error"]

@@ -116,6 +116,11 @@ def test_hostile_requests_get_their_status_and_code_and_the_node_keeps_serving(n
          signed(node, "ecommerce", "POST", "/v1/deposits", huge))
     case("malformed code", (400, "malformed_code"), "GET", "/v1/deposits/EV-NOT-A-CODE")
     case("unknown code", (404, "not_found"), "GET", "/v1/deposits/00000-00000-00000-00000-00000")
+    for wait in ("abc", "40000", "-1", "%C2%B2"):
+        case("deposit view: wait_ms=%s" % wait, (400, "bad_request"), "GET",
+             "/v1/deposits/00000-00000-00000-00000-00000?wait_ms=" + wait)
+    case("unknown code, after waiting", (404, "not_found"), "GET",
+         "/v1/deposits/00000-00000-00000-00000-00000?wait_ms=50")
     case("verify: bad JSON", (400, "bad_json"), "POST", "/v1/verify", b"{", {"Content-Type": "application/json"})
     case("verify: bad digest", (400, "bad_digest"), "POST", "/v1/verify",
          json.dumps({"code": "00000-00000-00000-00000-00000", "digest": "xyz"}).encode(),
@@ -127,6 +132,10 @@ def test_hostile_requests_get_their_status_and_code_and_the_node_keeps_serving(n
     case("block: unsigned", (401, "unsigned"), "GET", "/v1/blocks/1")
     case("block: bad height", (400, "bad_height"), "GET", "/v1/blocks/abc",
          headers=signed(node, "court", "GET", "/v1/blocks/abc", b""))
+    case("block: a superscript digit as height", (400, "bad_height"), "GET", "/v1/blocks/%C2%B2",
+         headers=signed(node, "court", "GET", "/v1/blocks/%C2%B2", b""))
+    case("case: a superscript digit as limit", (400, "bad_request"), "GET", "/v1/cases/C1/deposits?limit=%C2%B2",
+         headers=signed(node, "court", "GET", "/v1/cases/C1/deposits?limit=%C2%B2", b""))
     case("block: beyond the head", (404, "not_found"), "GET", "/v1/blocks/999999",
          headers=signed(node, "court", "GET", "/v1/blocks/999999", b""))
     case("no such endpoint", (404, "no_such_endpoint"), "GET", "/v2/nothing")
@@ -149,8 +158,12 @@ def test_a_valid_deposit_still_commits_after_the_abuse(node):
         digest = hashlib.sha256(b"after the abuse").digest()
         records = build_deposits([digest], identity.name, identity.key, node["chain_id"])
         result = client.deposit(records)
+        # One request that waits for the commit answers it, with the height.
+        status, _, answer = raw(node["api"], "GET", "/v1/deposits/%s?wait_ms=20000" % result[0]["code"])
+        view = json.loads(answer)
+        assert status == 200 and view["state"] == "committed" and view["height"] >= 1, view
         heights = client.wait_committed([result[0]["code"]], timeout=30)
-        assert heights[result[0]["code"]] >= 1
+        assert heights[result[0]["code"]] == view["height"]
         assert client.verify(result[0]["code"], digest)["verdict"] == "match"
         other = client.verify(result[0]["code"], hashlib.sha256(b"something else").digest())
         assert other["verdict"] == "mismatch" and other["match"] is False

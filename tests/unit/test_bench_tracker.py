@@ -12,16 +12,21 @@ class _Chain:
     """Stands in for the nodes' ``GET /v1/deposits/{code}``: a code is committed from its
     time on; ``slow`` codes take that long to answer."""
 
-    def __init__(self, commit_at: dict[str, float], slow: dict[str, float] | None = None):
+    def __init__(self, commit_at: dict[str, float], slow: dict[str, float] | None = None, waits: bool = True):
         self.commit_at = commit_at
         self.slow = slow or {}
+        self.waits = waits  # honours wait_ms (a node that does not answers at once)
         self.polls: dict[str, int] = {}
 
-    async def height_of(self, api: str, code: str):
+    async def height_of(self, api: str, code: str, wait_ms: int = 0):
         self.polls[code] = self.polls.get(code, 0) + 1
         await asyncio.sleep(self.slow.get(code, 0))
         if code == "gone":
             raise ConnectionError("node down")
+        if self.waits and wait_ms:
+            left = min(self.commit_at[code] - time.monotonic(), wait_ms / 1000)
+            if left > 0:
+                await asyncio.sleep(left)
         return 7 if time.monotonic() >= self.commit_at[code] else None
 
 
@@ -37,10 +42,11 @@ async def _follow(tracker: _Tracker, codes, start: float, settle: float = 10.0) 
     await running
 
 
-def _track(delays: dict[str, float], in_order: bool, slow: dict[str, float] | None = None, settle: float = 10.0):
+def _track(delays: dict[str, float], in_order: bool, slow: dict[str, float] | None = None, settle: float = 10.0,
+           waits: bool = True):
     async def go():
         start = time.monotonic()
-        chain = _Chain({code: start + d for code, d in delays.items()}, slow)
+        chain = _Chain({code: start + d for code, d in delays.items()}, slow, waits)
         tracker = _Tracker(chain, 0.005, in_order)
         await _follow(tracker, delays, start, settle)
         return tracker, chain
@@ -70,10 +76,16 @@ def test_in_order_polling_waits_for_the_oldest_first():
     assert chain.polls["fast"] == 1
 
 
-def test_old_samples_are_polled_less_often():
-    # Every 5 ms for 0.6 s would be ~120 polls; a tenth of the age (at most 50 ms) is far fewer.
-    _, chain = _track({"late": 0.6}, in_order=False)
-    assert 10 <= chain.polls["late"] < 60
+def test_a_sample_is_asked_for_once_and_stamped_when_the_node_answers_the_commit():
+    tracker, chain = _track({"late": 0.6}, in_order=False)
+    assert chain.polls["late"] == 1
+    assert 0.6 <= tracker.latencies[0] < 0.7
+
+
+def test_a_node_that_answers_at_once_is_asked_again():
+    tracker, chain = _track({"late": 0.3}, in_order=False, waits=False)
+    assert chain.polls["late"] > 5
+    assert tracker.latencies[0] >= 0.3
 
 
 def test_a_node_that_does_not_answer_is_polled_until_the_phase_ends():

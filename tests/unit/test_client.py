@@ -41,6 +41,7 @@ class FakeNode:
         self.verifier = RequestVerifier(CHAIN, MEMBERS)
         self.deposits: dict[str, dict] = {}
         self.polls: dict[str, int] = {}
+        self.waits: list[str | None] = []  # the wait_ms of every deposit lookup
         self.busy = 0  # answer this many deposit requests with 503 first
         self.limited = 0  # answer this many deposit lookups with 429 first
         self.peers: list = []
@@ -107,6 +108,7 @@ class FakeNode:
             code = str(parse_code(request.match_info["code"]))
         except CodeError as err:
             return self.error(400, "malformed_code", str(err))
+        self.waits.append(request.query.get("wait_ms"))
         if self.limited:
             self.limited -= 1
             response = self.error(429, "rate_limited", "too many requests from this address")
@@ -339,6 +341,16 @@ def test_wait_committed_waits_out_the_public_rate_limit(node):
         node.limited = 2
         assert client.wait_committed([result["code"]], timeout=20) == {result["code"]: 7}
     assert node.limited == 0
+
+
+def test_wait_committed_asks_the_node_to_wait_within_the_socket_timeout(node):
+    records = build_deposits([b"\x0c" * 32], "shop-a", SHOP, CHAIN)
+    node.waits.clear()
+    with EvledgerClient(node.url, key_file=None, timeout=4.0) as client:
+        code = str(codes_of(records[0], CHAIN)[0])
+        node.deposits[code] = {"code": code, "height": None}
+        assert client.wait_committed([code], timeout=20) == {code: 7}
+    assert len(node.waits) == 3 and all(w is not None and 0 < int(w) <= 2000 for w in node.waits), node.waits
 
 
 def test_wait_committed_times_out_with_what_is_pending(node):
