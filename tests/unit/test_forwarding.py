@@ -225,6 +225,9 @@ class _NodeStub:
         self.m_dropped_requests = Counter("d", "d", ("reason",))
         self.m_commits, self.m_items = Counter("c", "c"), Counter("i", "i")
         self.app = type("App", (), {"forget_up_to": lambda self, height: None})()
+        from runtime.commit_waiters import CommitWaiters
+
+        self.waiters = CommitWaiters(10)
 
     def now_ms(self):
         return T
@@ -256,6 +259,29 @@ def test_a_delivered_block_leaves_no_record_in_the_memos():
     Node._delivered(stub, SimpleNamespace(header=SimpleNamespace(height=1), records=[record]), None)
     assert model._RECORDS.get(sig) is None and derived.VERIFIED.get(sig) is None
     assert derived.CODES.get((RULES.chain_id, sig, 2)) is None and len(stub.pool) == 0
+
+
+def test_a_delivered_block_wakes_the_clients_waiting_for_its_codes():
+    import asyncio
+    from types import SimpleNamespace
+
+    from ledger.state import deposit_code_keys
+    from node import Node
+
+    record = _remembered(deposit(2, start=2000))
+    other = _remembered(deposit(1, start=3000))
+    stub = _NodeStub(_pool())
+    first, second = deposit_code_keys(RULES.chain_id, record)
+    (elsewhere,) = deposit_code_keys(RULES.chain_id, other)
+
+    async def scenario():
+        waits = [asyncio.ensure_future(stub.waiters.wait(key, t)) for key, t in ((second, 5.0), (elsewhere, 0.3))]
+        await asyncio.sleep(0)
+        Node._delivered(stub, SimpleNamespace(header=SimpleNamespace(height=1), records=[record]), None)
+        return await asyncio.gather(*waits)
+
+    assert asyncio.run(scenario()) == [True, False]  # the block's second item woke; another deposit's did not
+    assert first != second
 
 
 def test_a_forward_arriving_after_its_block_is_forgotten_again(monkeypatch):
