@@ -301,9 +301,11 @@ class Node:
         self.forwarder.forward(records)
 
     def _sweep_forwards(self) -> None:
-        """Every ``SWEEP_S``: re-send requests submitted here whose forward may have been lost."""
+        """Every ``SWEEP_S``: re-send requests submitted here whose forward may have been lost,
+        and sync appends no vote's sync has covered (runtime/durable.py)."""
         try:
             self.forwarder.sweep()
+            self.actions.flush()
         finally:
             self._sweep_handle = asyncio.get_running_loop().call_later(SWEEP_S, self._sweep_forwards)
 

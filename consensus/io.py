@@ -13,7 +13,11 @@ The action list is a contract the node must honour, in list order:
    ``Broadcast`` goes to every validator except the sender.
 3. ``Deliver`` — append the committed block and its commit certificate to the
    store, strictly in height order (the replica emits them in height order, each
-   exactly once per process lifetime, each extending the previous one).
+   exactly once per process lifetime, each extending the previous one), written
+   before any later action.  The append need not be durable by then: the block is
+   committed, so a quorum has persisted its prepared certificate, and a node whose
+   store lost the append (a power cut) fetches the block again after restart.  The
+   durability of the next ``Persist`` covers every earlier append.
 4. ``Fetch`` — ask ``peer`` for committed blocks ``[from_height, to_height]``; answer
    later with a ``FetchResult`` event (possibly partial or empty).
 5. ``Suspect`` / ``Dropped`` / ``Complained`` / ``ViewChangeStarted`` / ``ViewChanged`` /

@@ -1,11 +1,25 @@
-"""Carrying out the replica's actions in order, every write durable before what follows it.
+"""Carrying out the replica's actions in order, every vote durable before what follows it.
 
 Theory of operation
 -------------------
-The replica returns actions (``consensus/io.py``); a ``Persist`` or ``Deliver`` must be
-durable before any action queued after it is carried out ("persist before send": a vote
-is on disk before the message carrying it leaves).  :class:`ActionRunner` keeps them in
-one queue and runs them in order, stopping at the first write not yet done.
+The replica returns actions (``consensus/io.py``); a ``Persist`` must be durable before
+any action queued after it is carried out ("persist before send": a vote is on disk
+before the message carrying it leaves), and a ``Deliver``'s append must be written
+before what follows it.  :class:`ActionRunner` keeps them in one queue and runs them
+in order, stopping at the first write not yet done.
+
+**An append is not synced on its own.**  A group holding no ``Persist`` (the blocks a
+node delivers when the last COMMIT arrives, or a catch-up) is written to LevelDB
+without a sync: readable at once, and safe from a crash of the process (the write is in
+the operating system's cache).  The next sync, which every later group with a
+``Persist`` does and which :meth:`ActionRunner.flush` does a second after the last
+unsynced write at the latest, makes it durable: LevelDB's log is sequential, and a
+sync covers every earlier write (``LevelDBStore.sync``).  What a power cut can take
+is the blocks appended in that last second; the node then delivers them again.  No
+committed block is lost: by the time a block commits, a quorum of replicas has
+synced its prepared certificate, and a node whose store is short fetches it again
+(``docs/consensus.md`` §8, the simulator's ``power_cut``).  This takes one fsync
+off the four a deposit waits for, and one a block off every node.
 
 **One group per turn.**  The writes queued in one turn of the event loop (the frames
 and requests read in the same poll) form one group, written at the end of the turn
@@ -78,6 +92,7 @@ class ActionRunner:
         self.scheduled = False
         self.failed = False  # a durable write failed: the node is stopping
         self.inline_paused_until = 0.0  # monotonic time until which groups are synced by the thread
+        self.unsynced = False  # a group was written without a sync, and no sync has followed yet
         self.writer = ThreadPoolExecutor(1, thread_name_prefix="evledger-store")
         self.idle = asyncio.Event()
         self.idle.set()
@@ -98,8 +113,25 @@ class ActionRunner:
             done = True
         except asyncio.TimeoutError:
             done = False
+        if done and self.unsynced and not self.failed:
+            try:
+                self.store.sync()
+                self.unsynced = False
+            except Exception:  # noqa: BLE001 - reported as writes pending; the appends come back from peers
+                done = False
         self.writer.shutdown(wait=True)
         return done
+
+    def flush(self) -> None:
+        """Sync appends written without a sync if no group has synced them since (the node
+        calls this every second; on a validator the next vote's group usually has)."""
+        if not self.unsynced or self.writing or self.failed:
+            return
+        self.unsynced = False
+        self.writing = True
+        self.idle.clear()
+        future = asyncio.get_running_loop().run_in_executor(self.writer, self.store.sync)
+        future.add_done_callback(lambda f: self._group_done(f, [], None, []))
 
     def drain(self) -> None:
         """Carry out queued actions in order until one needs a disk write not yet done."""
@@ -129,9 +161,15 @@ class ActionRunner:
         self.scheduled = False
         started = time.perf_counter()
         try:  # whatever raises, from collecting the ops to handing over the sync, fails the write
-            ops, actions, size = self._group_ops()
+            ops, actions, size, votes = self._group_ops()
             inline = self._sync_inline(size)
             results = self.store.write_group(ops, sync=False)
+            if not votes:  # appends only: durable with the next sync (module docstring)
+                self.unsynced = True
+                self.m_group_sync.inc("none")
+                self._group_done(None, actions, started, results)
+                return
+            self.unsynced = False  # the sync below covers every earlier write
             if inline:
                 self._inline_sync()
             else:
@@ -146,12 +184,14 @@ class ActionRunner:
         self.m_group_sync.inc("writer_thread")
         future.add_done_callback(lambda f: self._group_done(f, actions, started, results))
 
-    def _group_ops(self) -> tuple[list, list, int]:
-        """The store ops of every write queued now, their actions, and about how many bytes they write."""
-        ops, actions, size = [], [], 0
+    def _group_ops(self) -> tuple[list, list, int, bool]:
+        """The store ops of every write queued now, their actions, about how many bytes they
+        write, and whether any is a ``Persist`` (a vote: the group must be synced)."""
+        ops, actions, size, votes = [], [], 0, False
         for action in self.queue:
             kind = type(action)
             if kind is io.Persist:
+                votes = True
                 ops.append(("persist", action.writes))
                 size += sum(len(value) for _, value in action.writes if value is not None)
             elif kind is io.Deliver:
@@ -160,7 +200,7 @@ class ActionRunner:
             else:
                 continue
             actions.append(action)
-        return ops, actions, size
+        return ops, actions, size, votes
 
     def _sync_inline(self, size: int) -> bool:
         if size > INLINE_SYNC_BYTES or time.monotonic() < self.inline_paused_until:
@@ -183,9 +223,11 @@ class ActionRunner:
         self.idle.set()
         self.on_failed(exc)
 
-    def _group_done(self, future: asyncio.Future | None, actions: list, started: float, results: list) -> None:
+    def _group_done(self, future: asyncio.Future | None, actions: list, started: float | None,
+                    results: list) -> None:
         self.writing = False
-        self.m_append.observe(time.perf_counter() - started)
+        if started is not None:  # None: a flush, not a group
+            self.m_append.observe(time.perf_counter() - started)
         try:
             if future is not None:
                 future.result()

@@ -55,10 +55,11 @@ def register(node: Any) -> None:
                         "for retransmit_ms with work outstanding), duplicate messages dropped, suspects",
                         "event", lambda: dict(node.replica.stats) if node.replica else {}))
     node.m_append = reg.add(Histogram("evledger_block_append_seconds",
-                                      "synced store write of a group of votes and committed blocks"))
+                                      "store write of a group of votes and committed blocks, with its sync (none for appends only)"))
     node.m_group_sync = reg.add(Counter("evledger_write_groups_total",
-                                        "durable write groups, by who waited for the fsync: the event loop "
-                                        "(inline, small groups) or the writer thread (large ones)", ("sync",)))
+                                        "write groups, by who waited for the fsync: the event loop "
+                                        "(inline, small groups), the writer thread (large ones), or none "
+                                        "(block appends only, synced by the next group)", ("sync",)))
     node.m_loop_lag = reg.add(Histogram("evledger_event_loop_lag_seconds",
                                         "how late the event loop runs a timer (sampled every %g s)" % LAG_PROBE_S))
     node.m_gc = reg.add(Histogram("evledger_gc_pause_seconds", "cyclic garbage collections, by generation",

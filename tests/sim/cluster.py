@@ -5,15 +5,18 @@ choices), virtual time advances only through the event queue, so a seed replays
 exactly.  The network supports drop / duplicate / delay (hence reorder), symmetric
 and asymmetric partitions, crash (optionally in the middle of an action list, which
 loses every action after the cut — the Persist-before-Send contract is what makes
-that safe) and restart from the persisted records and the stored chain, per-node
-clock offsets, observers, and Byzantine behaviours (``byzantine.py``).
+that safe), power cut (a crash that also loses the blocks delivered since the node's
+last ``Persist``: the node does not sync an append on its own, ``runtime/durable.py``)
+and restart from the persisted records and the stored chain, per-node clock offsets,
+observers, and Byzantine behaviours (``byzantine.py``).
 
 Invariants are checked on every delivered block and after every step
 (``Violation`` is raised with the seed in the message):
 
 * agreement — every honest replica delivers the same block at each height, across
   crashes and restarts (durable prefix: a node's store only ever grows by one
-  block extending its head);
+  block extending its head; a power cut may shorten it to its synced prefix, and
+  what is delivered again must be the same blocks);
 * certificates — every delivered block carries a certificate that verifies;
 * validity — every committed entry was submitted by a client and appears once;
 * view-change safety — a block committed-local anywhere (even if not yet delivered)
@@ -57,6 +60,7 @@ class Node:
     validator: bool
     replica: Replica | None = None
     store: list = field(default_factory=list)        # [(block, cert)] — survives crashes
+    synced: int = 0                                  # blocks of store that survive a power cut
     tip: Any = None                                  # app tip at some stored height (cache)
     persisted: dict = field(default_factory=dict)    # survives crashes
     alive: bool = True
@@ -113,6 +117,7 @@ class Cluster:
         self.client_seq = 0
         self.steps = 0
         self.messages = 0
+        self.power_cuts_lost = 0  # blocks power cuts took from stores (they were delivered again)
         self.max_sizes: dict[str, int] = {}
         self.local: dict[int, bytes] = {}  # height -> digest committed-local somewhere
         self.votes: dict[tuple, bytes] = {}  # (name, kind, view, seq) -> hash of the signed body
@@ -197,6 +202,7 @@ class Cluster:
         elif t is io.Send:
             self.send(node.name, a.to, a.data)
         elif t is io.Persist:
+            node.synced = len(node.store)  # the sync makes every earlier write durable
             for key, value in a.writes:
                 if value is None:
                     node.persisted.pop(key, None)
@@ -326,6 +332,16 @@ class Cluster:
         node.alive = False
         node.replica = None
         node.timer_gen += 1
+
+    def power_cut(self, nm: str) -> None:
+        """A crash that loses the blocks delivered since the last sync (a Persist)."""
+        node = self.nodes[nm]
+        if node.alive:
+            self.crash(nm)
+        if len(node.store) > node.synced:
+            self.power_cuts_lost += len(node.store) - node.synced
+            del node.store[node.synced:]
+            node.tip = None  # rebuilt from the store on restart
 
     def restart(self, nm: str) -> None:
         if not self.nodes[nm].alive:

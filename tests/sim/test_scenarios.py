@@ -61,6 +61,7 @@ def _op(n: int):
     return st.one_of(
         st.tuples(st.just("crash"), st.tuples(node)),
         st.tuples(st.just("crash_mid"), st.tuples(node)),
+        st.tuples(st.just("power_cut"), st.tuples(node)),
         st.tuples(st.just("restart"), st.tuples(node)),
         st.tuples(st.just("partition"), st.lists(node, min_size=1, max_size=n - 1, unique=True).map(
             lambda g: (tuple(sorted(g)), tuple(i for i in range(n) if i not in g)))),

@@ -150,3 +150,87 @@ def test_a_failed_write_sends_nothing_then_or_later_and_is_reported(tmp_path, mo
                patch=(lambda store: setattr(store, "sync", broken)) if where == "sync" else None)
     assert h.sent == [] and len(h.failures) == 1 and isinstance(h.failures[0], OSError)
     assert h.runner.failed and not h.runner.writing and list(h.runner.queue) == []
+
+
+class _RecordingStore:
+    """Stands in for the store where only the order of writes and syncs matters."""
+
+    def __init__(self):
+        self.log: list[str] = []
+
+    def write_group(self, ops, sync=False):
+        self.log.extend(op[0] for op in ops)
+        return [("result", op[0]) for op in ops]
+
+    def sync(self):
+        self.log.append("sync")
+
+
+def _runner(store, delivered: list, sent: list) -> ActionRunner:
+    return ActionRunner(store, backlog=lambda: 0, index_of=lambda block: None,
+                        delivered=lambda block, result: delivered.append((block.name, list(store.log))),
+                        execute=lambda action: sent.append((action.data, list(store.log))),
+                        failed=lambda exc: None, m_append=Histogram("a", "a"),
+                        m_group_sync=Counter("g", "g", ("sync",)))
+
+
+def _deliver(name: str) -> io.Deliver:
+    from types import SimpleNamespace
+
+    return io.Deliver(SimpleNamespace(name=name, records=()), None)
+
+
+def test_an_append_is_not_synced_on_its_own_and_the_next_vote_s_sync_covers_it():
+    store, delivered, sent = _RecordingStore(), [], []
+
+    async def main():
+        runner = _runner(store, delivered, sent)
+        runner.add([_deliver("b1"), io.Send("peer", b"checkpoint")])
+        await asyncio.wait_for(runner.idle.wait(), 5)
+        assert runner.unsynced and runner.m_group_sync.get("none") == 1
+        runner.add([io.Persist((("vote/2", b"v"),)), io.Send("peer", b"prepare")])
+        await asyncio.wait_for(runner.idle.wait(), 5)
+        assert not runner.unsynced
+        await runner.close(5)
+
+    asyncio.run(main())
+    assert delivered == [("b1", ["append"])]  # told of the append with no sync done
+    assert sent == [(b"checkpoint", ["append"]), (b"prepare", ["append", "persist", "sync"])]
+    assert store.log.count("sync") == 1  # close had nothing left to sync
+
+
+def test_a_group_with_a_vote_and_an_append_is_synced_before_what_follows():
+    store, delivered, sent = _RecordingStore(), [], []
+
+    async def main():
+        runner = _runner(store, delivered, sent)
+        runner.add([_deliver("b1"), io.Persist((("commit/2", b"c"),)), io.Send("peer", b"commit")])
+        await asyncio.wait_for(runner.idle.wait(), 5)
+        assert not runner.unsynced
+        await runner.close(5)
+
+    asyncio.run(main())
+    assert delivered == [("b1", ["append", "persist", "sync"])]
+    assert sent == [(b"commit", ["append", "persist", "sync"])]
+
+
+def test_flush_and_close_sync_appends_no_vote_has_covered():
+    for how in ("flush", "close"):
+        store, delivered, sent = _RecordingStore(), [], []
+
+        async def main():
+            runner = _runner(store, delivered, sent)
+            runner.flush()  # nothing written: nothing to sync
+            assert store.log == []
+            runner.add([_deliver("b1")])
+            await asyncio.wait_for(runner.idle.wait(), 5)
+            assert store.log == ["append"]
+            if how == "flush":
+                runner.flush()
+                await asyncio.wait_for(runner.idle.wait(), 5)
+                assert store.log == ["append", "sync"] and not runner.unsynced
+                runner.flush()
+            assert await runner.close(5)
+
+        asyncio.run(main())
+        assert store.log == ["append", "sync"], how
