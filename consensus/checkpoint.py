@@ -42,11 +42,19 @@ class CheckpointState:
 
 
 def on_delivered(r: "Replica", seq: int, digest: bytes) -> None:
-    """Called after delivering ``seq``: send our checkpoint every K blocks."""
+    """Called after delivering ``seq``: send our checkpoint every K blocks.
+
+    A checkpoint vouches that our store holds the blocks up to ``seq``: once 2f+1 of
+    them make it stable, every replica discards its certificates below it, and the
+    blocks live only in stores.  The node does not sync an append on its own
+    (``consensus/io.py``), so an empty ``Persist`` goes first: its sync makes the
+    appends durable before the vote leaves (and again after a restart, which may
+    find an append the process wrote but no sync covered)."""
     if seq % r.params.checkpoint_interval or not r.validator:
         return
     data = seal(Checkpoint(seq, digest), r.name, r.auth)
     r.ckpt.own = data
+    r.persist()
     r.emit(io.Broadcast(data))
     add_vote(r, r.name, seq, digest, data)
 

@@ -17,7 +17,10 @@ The action list is a contract the node must honour, in list order:
    before any later action.  The append need not be durable by then: the block is
    committed, so a quorum has persisted its prepared certificate, and a node whose
    store lost the append (a power cut) fetches the block again after restart.  The
-   durability of the next ``Persist`` covers every earlier append.
+   durability of the next ``Persist`` covers every earlier append; so a CHECKPOINT,
+   which vouches for the blocks up to its sequence number (once stable, replicas
+   discard the certificates below it), is always preceded by a ``Persist``, empty
+   if need be.
 4. ``Fetch`` — ask ``peer`` for committed blocks ``[from_height, to_height]``; answer
    later with a ``FetchResult`` event (possibly partial or empty).
 5. ``Suspect`` / ``Dropped`` / ``Complained`` / ``ViewChangeStarted`` / ``ViewChanged`` /

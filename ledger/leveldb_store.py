@@ -27,11 +27,13 @@ every append checks (is this new code already taken?) off the disk.  A mismatch 
 (e.g. ``e/12/3``); corrupted data is never returned.
 
 Durability.  One append is one ``WriteBatch`` (header, certificate, records,
-new history nodes, code and case links, head pointer) written with
-``sync=True``: LevelDB logs the batch as one checksummed record and fsyncs it
-before returning, and on recovery replays whole records only.  So after a crash
-the store holds exactly the blocks whose append returned, plus possibly the one
-in flight, each whole or absent.  On open the head pointer must name a stored
+new history nodes, code and case links, head pointer): LevelDB logs the batch as
+one checksummed record, and on recovery replays whole records only.  Written with
+``sync=True`` (the default) it is fsynced before returning, so after a crash the
+store holds exactly the blocks whose append returned, plus possibly the one in
+flight, each whole or absent.  The node writes groups with ``sync=False`` and calls
+:meth:`sync`, which makes every earlier write durable; after a power cut, what
+survives is a prefix of the writes (``runtime/durable.py``).  On open the head pointer must name a stored
 block whose hash, history size and root it repeats, the stored nodes must
 reproduce that root, and nothing may be stored past it; otherwise open fails
 with ``CorruptionError``.  A failed write closes the store: the node must reopen

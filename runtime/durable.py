@@ -17,7 +17,9 @@ unsynced write at the latest, makes it durable: LevelDB's log is sequential, and
 sync covers every earlier write (``LevelDBStore.sync``).  What a power cut can take
 is the blocks appended in that last second; the node then delivers them again.  No
 committed block is lost: by the time a block commits, a quorum of replicas has
-synced its prepared certificate, and a node whose store is short fetches it again
+synced its prepared certificate, and a node whose store is short fetches it again;
+and a CHECKPOINT, after which replicas discard those certificates, always follows a
+``Persist`` (empty if need be), so it never vouches for an append not yet durable
 (``docs/consensus.md`` §8, the simulator's ``power_cut``).  This takes one fsync
 off the four a deposit waits for, and one a block off every node.
 

@@ -181,6 +181,16 @@ class Cluster:
         """NO-EQUIVOCATION: an honest replica, across crashes and restarts, never signs
         two different pre-prepares, prepares or commits for the same (view, seq)."""
         env = open_envelope(data, 1 << 30)
+        if env.kind == "checkpoint":
+            # DURABLE CHECKPOINT: a checkpoint vouches for the blocks up to its seq; they
+            # must survive a power cut (once it is stable, nobody keeps their certificates).
+            unpacker = msgpack.Unpacker()
+            unpacker.feed(env.body)
+            unpacker.read_array_header()
+            seq = unpacker.unpack()
+            if seq > node.synced:
+                self.fail("UNDURABLE CHECKPOINT: %s vouched for %d with %d blocks synced" % (node.name, seq, node.synced))
+            return
         if env.kind not in ("pre_prepare", "prepare", "commit"):
             return
         unpacker = msgpack.Unpacker()
@@ -226,13 +236,18 @@ class Cluster:
             self._push(self.now + self.rng.randint(*self.delay), "msg", dst, src, data)
 
     def _fetch(self, nm: str, a: io.Fetch) -> None:
-        peer = self.nodes.get(a.peer)
-        if peer is None or not peer.alive or (a.peer, nm) in self.blocked or (nm, a.peer) in self.blocked:
+        if a.peer in self.nodes and (nm, a.peer) not in self.blocked:
+            self._push(self.now + self.rng.randint(*self.delay), "fetch_ask", a.peer, nm, a)
+
+    def _answer_fetch(self, nm: str, asker: str, a: io.Fetch) -> None:
+        """The peer reads its store when the request arrives (a power cut before that loses the answer)."""
+        peer = self.nodes[nm]
+        if not peer.alive or (nm, asker) in self.blocked:
             return
         blocks = tuple(peer.store[a.from_height - 1: a.to_height])
         if peer.byz is not None:
             blocks = peer.byz.fetch_answer(self, blocks)
-        self._push(self.now + self.rng.randint(*self.delay), "fetch", nm, a.peer, blocks)
+        self._push(self.now + self.rng.randint(*self.delay), "fetch", asker, nm, blocks)
 
     def _on_deliver(self, node: Node, a: io.Deliver) -> None:
         block, cert = a.block, a.certificate
@@ -310,6 +325,8 @@ class Cluster:
                 nm, rec = payload
                 if self.nodes[nm].validator:
                     self._step(nm, io.ClientRequest(rec))
+            elif kind == "fetch_ask":
+                self._answer_fetch(*payload)
             elif kind == "fetch":
                 nm, peer, blocks = payload
                 self._step(nm, io.FetchResult(peer, blocks))

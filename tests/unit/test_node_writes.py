@@ -185,7 +185,7 @@ def test_an_append_is_not_synced_on_its_own_and_the_next_vote_s_sync_covers_it()
 
     async def main():
         runner = _runner(store, delivered, sent)
-        runner.add([_deliver("b1"), io.Send("peer", b"checkpoint")])
+        runner.add([_deliver("b1"), io.Send("peer", b"status")])
         await asyncio.wait_for(runner.idle.wait(), 5)
         assert runner.unsynced and runner.m_group_sync.get("none") == 1
         runner.add([io.Persist((("vote/2", b"v"),)), io.Send("peer", b"prepare")])
@@ -195,7 +195,7 @@ def test_an_append_is_not_synced_on_its_own_and_the_next_vote_s_sync_covers_it()
 
     asyncio.run(main())
     assert delivered == [("b1", ["append"])]  # told of the append with no sync done
-    assert sent == [(b"checkpoint", ["append"]), (b"prepare", ["append", "persist", "sync"])]
+    assert sent == [(b"status", ["append"]), (b"prepare", ["append", "persist", "sync"])]
     assert store.log.count("sync") == 1  # close had nothing left to sync
 
 
