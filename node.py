@@ -74,7 +74,10 @@ log = logging.getLogger("evledger.node")
 VERSION = "0.1.0"
 FETCH_REPLY_BYTES = 4 * 1024 * 1024
 SWEEP_S = 1.0  # how often pending local requests are checked for a lost forward
-MAX_COMMIT_WAITERS = 10_000  # requests waiting at once for a deposit to commit (runtime/commit_waiters.py)
+# Requests waiting at once for a deposit to commit (runtime/commit_waiters.py): in all,
+# and from one client address.  Each holds a connection, so a file descriptor.
+MAX_COMMIT_WAITERS = 1_000
+MAX_COMMIT_WAITERS_PER_ADDRESS = 64
 
 
 class _ConsensusApp:
@@ -137,7 +140,7 @@ class Node:
         self.registry = Registry()
         self.version = VERSION
         self.verifier = RequestVerifier.from_genesis(self.genesis, replay_capacity=self.config.pool.replay_capacity)
-        self.waiters = CommitWaiters(MAX_COMMIT_WAITERS)
+        self.waiters = CommitWaiters(MAX_COMMIT_WAITERS, MAX_COMMIT_WAITERS_PER_ADDRESS)
         self.store: LevelDBStore | None = None
         self.replica: Replica | None = None
         self.transport: PeerTransport | None = None
@@ -194,6 +197,7 @@ class Node:
             self._sweep_handle.cancel()
         self._gc_timer.remove()
         self._timer.cancel()
+        self.waiters.close()  # parked ?wait_ms= requests answer now, not when their wait runs out
         if self._runner is not None:
             await self._runner.cleanup()
         if self.transport is not None:
@@ -399,6 +403,20 @@ def _limit_malloc_arenas() -> None:
         pass
 
 
+def _raise_fd_limit(want: int = 65_536) -> None:
+    """Every client connection (a parked ``?wait_ms=`` lookup too), peer link and LevelDB
+    table file is a file descriptor: take the soft limit up to the hard one."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        target = want if hard == resource.RLIM_INFINITY else min(hard, want)
+        if soft != resource.RLIM_INFINITY and soft < target:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ImportError, ValueError, OSError):  # not POSIX, or not allowed: keep what we have
+        pass
+
+
 def main(config_path: str) -> int:
     """``evledger run CONFIG``."""
     from runtime.config import load_node
@@ -417,6 +435,7 @@ def main(config_path: str) -> int:
     gc.set_threshold(50_000, 20, 10)
     gc.freeze()
     _limit_malloc_arenas()
+    _raise_fd_limit()
     try:
         return asyncio.run(serve(setup))
     except OSError as exc:  # a port in use, a data folder we may not write...

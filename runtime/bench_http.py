@@ -88,7 +88,7 @@ class _Connection(asyncio.Protocol):
             if "chunked" in headers.get("transfer-encoding", ""):
                 raise HttpError("chunked responses are not supported by the benchmark client")
             length = headers.get("content-length", "0")
-            if not length.isdigit() or int(length) > MAX_BODY_BYTES:
+            if not (length.isascii() and length.isdigit()) or int(length) > MAX_BODY_BYTES:
                 raise HttpError("unusable Content-Length %r" % length)
             self.head, self.length = (status, headers), int(length)
             self.keep_alive = headers.get("connection", "").lower() != "close"

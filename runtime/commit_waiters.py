@@ -14,10 +14,14 @@ the deposit committed) and wakes their waiters.  Registration happens before the
 first ``await``, so a block appended between the caller's check and its wait cannot
 be missed: both run on the one event loop.
 
-At most ``limit`` requests wait at once on a node; one more gets
-:class:`TooManyWaiters` (the API answers 503 with ``Retry-After``), so waiting
-clients cannot grow the node's memory without bound.  ``wanted()`` is false when
-nobody waits, and the node then skips listing a block's codes altogether.
+At most ``limit`` requests wait at once on a node, and at most ``per_source`` from
+one client address; one more gets :class:`TooManyWaiters` (the API answers 503 with
+``Retry-After``), so waiting clients can hold neither the node's memory nor its file
+descriptors, and one address cannot take every place.  (The node also waits only
+for codes pending in its own pool: ``runtime/service.py``.)  ``wanted()`` is false
+when nobody waits, and the node then skips listing a block's codes altogether.
+:meth:`close` answers every waiter at once and every later one too, so a stopping
+node does not wait out parked requests.
 """
 
 from __future__ import annotations
@@ -31,10 +35,12 @@ class TooManyWaiters(Exception):
 
 
 class CommitWaiters:
-    def __init__(self, limit: int):
-        self.limit = limit
+    def __init__(self, limit: int, per_source: int):
+        self.limit, self.per_source = limit, per_source
         self._waiting: dict[bytes, list[asyncio.Future]] = {}
         self._count = 0
+        self._by_source: dict[str, int] = {}
+        self._closed = False
 
     def __len__(self) -> int:
         return self._count
@@ -42,20 +48,28 @@ class CommitWaiters:
     def wanted(self) -> bool:
         return self._count > 0
 
-    async def wait(self, code_key: bytes, timeout_s: float) -> bool:
-        """Wait until ``code_key`` commits (``True``) or ``timeout_s`` passes (``False``)."""
+    async def wait(self, code_key: bytes, timeout_s: float, source: str = "") -> bool:
+        """Wait until ``code_key`` commits (``True``) or ``timeout_s`` passes, or the node
+        stops (``False``).  ``source`` is the client's address."""
+        if self._closed:
+            return False
         if self._count >= self.limit:
             raise TooManyWaiters("%d requests are already waiting for commits on this node" % self._count)
+        if self._by_source.get(source, 0) >= self.per_source:
+            raise TooManyWaiters("%d requests from this address are already waiting for commits" % self.per_source)
         future = asyncio.get_running_loop().create_future()
         self._waiting.setdefault(code_key, []).append(future)
         self._count += 1
+        self._by_source[source] = self._by_source.get(source, 0) + 1
         try:
-            await asyncio.wait_for(future, timeout_s)
-            return True
+            return await asyncio.wait_for(future, timeout_s)
         except asyncio.TimeoutError:
             return False
         finally:
             self._count -= 1
+            left = self._by_source.pop(source) - 1
+            if left:
+                self._by_source[source] = left
             futures = self._waiting.get(code_key)
             if futures is not None and future in futures:
                 futures.remove(future)
@@ -70,4 +84,12 @@ class CommitWaiters:
             if futures:
                 for future in futures:
                     if not future.done():
-                        future.set_result(None)
+                        future.set_result(True)
+
+    def close(self) -> None:
+        """Answer every waiter now (not committed), and every later one at once."""
+        self._closed = True
+        for futures in self._waiting.values():
+            for future in futures:
+                if not future.done():
+                    future.set_result(False)

@@ -59,7 +59,7 @@ class Service(Protocol):
     def now_ms(self) -> int: ...
     def submit_deposits(self, body: bytes, content_type: str, caller: str) -> tuple[int, dict]: ...
     def deposit_view(self, code_key: bytes) -> dict: ...
-    async def wait_committed(self, code_key: bytes, timeout_s: float) -> None: ...
+    async def wait_committed(self, code_key: bytes, timeout_s: float, source: str) -> None: ...
     def verify(self, code_key: bytes, digest: bytes) -> dict: ...
     def block_view(self, height: int) -> dict: ...
     def receipt(self, code_key: bytes) -> dict: ...
@@ -137,6 +137,8 @@ class Api:
     async def _middleware(self, request: web.Request, handler: Callable) -> web.StreamResponse:
         start = time.perf_counter()
         route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
+        if "wait_ms" in request.query:  # a lookup that waits for the commit: timed apart from the others
+            route += "?wait_ms"
         try:
             response = await handler(request)
         except ApiFailure as err:
@@ -201,7 +203,7 @@ class Api:
         if "X-Evledger-Signature" in request.headers:  # a caller asking for the full record
             caller = await self._signed(request, b"", CALLER_ROLES)
         if wait_ms:
-            await self.service.wait_committed(code_key, wait_ms / 1000)
+            await self.service.wait_committed(code_key, wait_ms / 1000, request.remote or "?")
         if caller is not None:
             return web.json_response(self.service.full_deposit_view(code_key, caller))
         return web.json_response(self.service.deposit_view(code_key))

@@ -110,14 +110,16 @@ class NodeService:
                 "depositor_name": member.display_name if member else record.entry.signer,
                 "public_meta": dict(item.public_meta)}
 
-    async def wait_committed(self, code_key: bytes, timeout_s: float) -> None:
-        """Return once ``code_key`` is committed here, or after ``timeout_s`` (the view says which)."""
-        if self.store.locate(code_key) is not None:
+    async def wait_committed(self, code_key: bytes, timeout_s: float, source: str) -> None:
+        """Return once ``code_key`` is committed here, or after ``timeout_s`` (the view says
+        which).  Only a code pending in this node's pool is waited for: one committed, or
+        unknown here, is answered at once."""
+        if self.pool.state_of(code_key) != "pending":  # the pool lets a deposit go when its block is appended
             return
         try:
-            await self.node.waiters.wait(code_key, timeout_s)
+            await self.node.waiters.wait(code_key, timeout_s, source)
         except TooManyWaiters as full:
-            raise ApiFailure(503, "busy", "%s; poll without wait_ms or retry later" % full, retry_after=1) from None
+            raise ApiFailure(503, "busy", "%s; retry later" % full, retry_after=1) from None
 
     def full_deposit_view(self, code_key: bytes, caller: str) -> dict:
         """The full record (private metadata included) for a caller role; the access goes on chain."""

@@ -57,6 +57,7 @@ DEPOSIT_REQUEST_VERSION = 1
 MAX_REQUEST_ITEMS = 10_000  # items per POST /v1/deposits (docs/auth.md)
 MAX_REQUEST_BYTES = 4 * 1024 * 1024  # body of POST /v1/deposits
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+MAX_WAIT_S = 30.0  # the longest ?wait_ms= a node accepts (docs/api.md)
 USER_AGENT = "evledger-client/1"
 _RETRY_STATUSES = (429, 503)
 _STALE_CONNECTION = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
@@ -257,7 +258,7 @@ class EvledgerClient:
 
         Asks for the public view (unsigned, so it costs no replay-cache quota) with
         ``wait_ms``: the node answers as soon as the code commits, or after at most
-        half this client's socket timeout.  Between rounds it backs off from 50 ms to
+        half this client's socket timeout (and at most ``MAX_WAIT_S``, the API's bound).  Between rounds it backs off from 50 ms to
         1 s (a node that does not wait is polled that way).  A round stops at the
         first code still pending: deposits commit in order, so later ones are asked
         for once it has.  A code the node does not know yet (404) counts as pending.
@@ -269,7 +270,7 @@ class EvledgerClient:
         interval = 0.05
         while True:
             while pending:
-                wait_ms = int(max(0.0, min(deadline - time.monotonic(), self.timeout / 2)) * 1000)
+                wait_ms = int(max(0.0, min(deadline - time.monotonic(), self.timeout / 2, MAX_WAIT_S)) * 1000)
                 height = self._height_of(pending[0], wait_ms)
                 if height is None:
                     break

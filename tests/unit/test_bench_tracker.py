@@ -79,7 +79,7 @@ def test_in_order_polling_waits_for_the_oldest_first():
 def test_a_sample_is_asked_for_once_and_stamped_when_the_node_answers_the_commit():
     tracker, chain = _track({"late": 0.6}, in_order=False)
     assert chain.polls["late"] == 1
-    assert 0.6 <= tracker.latencies[0] < 0.7
+    assert 0.6 <= tracker.latencies[0] < 1.5
 
 
 def test_a_node_that_answers_at_once_is_asked_again():

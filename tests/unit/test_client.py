@@ -351,6 +351,12 @@ def test_wait_committed_asks_the_node_to_wait_within_the_socket_timeout(node):
         node.deposits[code] = {"code": code, "height": None}
         assert client.wait_committed([code], timeout=20) == {code: 7}
     assert len(node.waits) == 3 and all(w is not None and 0 < int(w) <= 2000 for w in node.waits), node.waits
+    node.waits.clear()
+    with EvledgerClient(node.url, timeout=120.0) as client:  # a long socket timeout: the API's bound still holds
+        code = str(codes_of(build_deposits([b"\x0d" * 32], "shop-a", SHOP, CHAIN)[0], CHAIN)[0])
+        node.deposits[code] = {"code": code, "height": None}
+        assert client.wait_committed([code], timeout=100) == {code: 7}
+    assert node.waits and all(0 < int(w) <= 30_000 for w in node.waits), node.waits
 
 
 def test_wait_committed_times_out_with_what_is_pending(node):

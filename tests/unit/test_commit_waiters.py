@@ -15,7 +15,7 @@ def run(coro):
 
 def test_a_waiter_is_woken_by_the_block_holding_its_code_and_not_by_another():
     async def scenario():
-        waiters = CommitWaiters(limit=10)
+        waiters = CommitWaiters(limit=10, per_source=10)
         mine = asyncio.ensure_future(waiters.wait(b"code-a", 5.0))
         other = asyncio.ensure_future(waiters.wait(b"code-b", 0.2))
         await asyncio.sleep(0)
@@ -31,7 +31,7 @@ def test_a_waiter_is_woken_by_the_block_holding_its_code_and_not_by_another():
 
 def test_every_waiter_on_one_code_is_woken():
     async def scenario():
-        waiters = CommitWaiters(limit=10)
+        waiters = CommitWaiters(limit=10, per_source=10)
         tasks = [asyncio.ensure_future(waiters.wait(b"same", 5.0)) for _ in range(3)]
         await asyncio.sleep(0)
         waiters.committed([b"same"])
@@ -43,7 +43,7 @@ def test_every_waiter_on_one_code_is_woken():
 
 def test_one_waiter_more_than_the_limit_is_refused_and_the_others_still_wait():
     async def scenario():
-        waiters = CommitWaiters(limit=2)
+        waiters = CommitWaiters(limit=2, per_source=2)
         first = asyncio.ensure_future(waiters.wait(b"a", 5.0))
         second = asyncio.ensure_future(waiters.wait(b"b", 5.0))
         await asyncio.sleep(0)
@@ -58,7 +58,7 @@ def test_one_waiter_more_than_the_limit_is_refused_and_the_others_still_wait():
 
 def test_a_waiter_whose_request_is_cancelled_leaves_nothing_behind():
     async def scenario():
-        waiters = CommitWaiters(limit=2)
+        waiters = CommitWaiters(limit=2, per_source=2)
         task = asyncio.ensure_future(waiters.wait(b"gone", 5.0))
         await asyncio.sleep(0)
         task.cancel()
@@ -66,5 +66,35 @@ def test_a_waiter_whose_request_is_cancelled_leaves_nothing_behind():
             await task
         assert len(waiters) == 0 and waiters._waiting == {}
         waiters.committed([b"gone"])  # nothing to wake, nothing raised
+
+    run(scenario())
+
+
+def test_one_address_cannot_take_every_place():
+    async def scenario():
+        waiters = CommitWaiters(limit=10, per_source=2)
+        mine = [asyncio.ensure_future(waiters.wait(b"k%d" % i, 5.0, "10.0.0.1")) for i in range(2)]
+        await asyncio.sleep(0)
+        with pytest.raises(TooManyWaiters):
+            await waiters.wait(b"k9", 5.0, "10.0.0.1")
+        assert await waiters.wait(b"k8", 0.01, "10.0.0.2") is False  # another address still waits
+        waiters.committed([b"k0", b"k1"])
+        assert await asyncio.gather(*mine) == [True, True]
+        assert waiters._by_source == {}
+
+    run(scenario())
+
+
+def test_close_answers_the_parked_waiters_at_once_and_every_later_one():
+    async def scenario():
+        waiters = CommitWaiters(limit=10, per_source=10)
+        parked = asyncio.ensure_future(waiters.wait(b"a", 30.0))
+        await asyncio.sleep(0)
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        waiters.close()
+        assert await parked is False and loop.time() - began < 1.0
+        assert await waiters.wait(b"b", 30.0) is False and loop.time() - began < 1.0
+        assert len(waiters) == 0
 
     run(scenario())

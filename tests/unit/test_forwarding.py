@@ -227,7 +227,7 @@ class _NodeStub:
         self.app = type("App", (), {"forget_up_to": lambda self, height: None})()
         from runtime.commit_waiters import CommitWaiters
 
-        self.waiters = CommitWaiters(10)
+        self.waiters = CommitWaiters(10, 10)
 
     def now_ms(self):
         return T
