@@ -74,6 +74,7 @@ log = logging.getLogger("evledger.node")
 VERSION = "0.1.0"
 FETCH_REPLY_BYTES = 4 * 1024 * 1024
 SWEEP_S = 1.0  # how often pending local requests are checked for a lost forward
+MEMO_EPOCH_SWEEPS = 30  # every 30 s the memos forget what they kept 30-60 s and never saw committed
 # Requests waiting at once for a deposit to commit (runtime/commit_waiters.py): in all,
 # and from one client address.  Each holds a connection, so a file descriptor.
 MAX_COMMIT_WAITERS = 1_000
@@ -150,6 +151,7 @@ class Node:
         self._stopping = asyncio.Event()
         self.actions: ActionRunner | None = None  # the replica's actions, carried out in order (runtime/durable.py)
         self._sweep_handle: asyncio.TimerHandle | None = None
+        self._sweeps = 0
         node_metrics.register(self)
         self._lag_probe = node_metrics.LagProbe(self.m_loop_lag)
         self._gc_timer = node_metrics.GcTimer(self.m_gc)
@@ -306,10 +308,14 @@ class Node:
 
     def _sweep_forwards(self) -> None:
         """Every ``SWEEP_S``: re-send requests submitted here whose forward may have been lost,
-        and sync appends no vote's sync has covered (runtime/durable.py)."""
+        sync appends no vote's sync has covered (runtime/durable.py), and every
+        ``MEMO_EPOCH_SWEEPS`` age the memos (ledger/memo.py)."""
         try:
             self.forwarder.sweep()
             self.actions.flush()
+            self._sweeps += 1
+            if self._sweeps % MEMO_EPOCH_SWEEPS == 0:
+                derived.age()
         finally:
             self._sweep_handle = asyncio.get_running_loop().call_later(SWEEP_S, self._sweep_forwards)
 

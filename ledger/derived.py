@@ -21,7 +21,7 @@ from typing import Iterable
 
 from .codes import derive_code_keys
 from .memo import BoundedMemo
-from .model import Deposit, EntryRecord, forget_record
+from .model import Deposit, EntryRecord, forget_record, records_memo
 
 # Sized for the seconds between admission and commit at the highest load (a
 # primary's pool holds up to ~40,000 items), within the node's 200 MB.
@@ -49,6 +49,12 @@ def verified(signature: bytes, fingerprint: bytes) -> bool:
 
 def remember_verified(signature: bytes, fingerprint: bytes) -> None:
     VERIFIED.put(signature, fingerprint)
+
+
+def age() -> int:
+    """Start a new epoch in every memo: what was remembered two epochs ago and never
+    forgotten (never committed here) goes (``BoundedMemo.advance``).  How many went."""
+    return VERIFIED.advance() + CODES.advance() + records_memo().advance()
 
 
 def forget(chain_id: str, records: Iterable[EntryRecord]) -> None:

@@ -8,14 +8,23 @@ class BoundedMemo:
 
     A node meets every record several times (its own admission or a peer's forward,
     the pre-prepare, the commit); what depends only on signed bytes is computed once
-    (records in ``ledger.model``, codes and signature checks in ``ledger.state``)."""
+    (records in ``ledger.model``, codes and signature checks in ``ledger.state``).
 
-    __slots__ = ("data", "weight", "limit")
+    Entries are also bounded in age: each remembers the epoch it was put in, and
+    :meth:`advance` (the node calls it every ``MEMO_EPOCH_S``, ``ledger.derived.age``)
+    forgets those older than the previous epoch.  Committed records are forgotten at
+    once (``ledger.derived.forget``); what is met and never committed (a message
+    re-sent after its block was delivered, say) would otherwise sit until the weight
+    bound pushes it out, hours later at a steady load: a slow climb of the node's
+    memory.  Forgetting a pure result only costs recomputing it."""
+
+    __slots__ = ("data", "weight", "limit", "epoch")
 
     def __init__(self, limit: int):
-        self.data: dict = {}
+        self.data: dict = {}  # key -> (value, weight, epoch), oldest first
         self.weight = 0
         self.limit = limit
+        self.epoch = 0
 
     def get(self, key):
         hit = self.data.get(key)
@@ -28,8 +37,22 @@ class BoundedMemo:
             self.weight -= old[1]
         while data and self.weight + weight > self.limit:
             self.weight -= data.pop(next(iter(data)))[1]
-        data[key] = (value, weight)
+        data[key] = (value, weight, self.epoch)
         self.weight += weight
+
+    def advance(self) -> int:
+        """Start a new epoch and forget what was put before the previous one; how many went."""
+        self.epoch += 1
+        data, oldest_kept, gone = self.data, self.epoch - 1, 0
+        while data:
+            key = next(iter(data))
+            entry = data[key]
+            if entry[2] >= oldest_kept:
+                break
+            del data[key]
+            self.weight -= entry[1]
+            gone += 1
+        return gone
 
     def discard(self, key) -> None:
         """Forget ``key`` (a value no longer needed frees its memory now, not when pushed out)."""

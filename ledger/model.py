@@ -331,6 +331,10 @@ def items_root(items: tuple[DepositItem, ...] | list[DepositItem]) -> bytes:
 _RECORDS = BoundedMemo(4 * 1024 * 1024)
 
 
+def records_memo() -> BoundedMemo:
+    return _RECORDS
+
+
 def forget_record(record: "EntryRecord") -> None:
     """Drop a record from the record memo (it was committed: ``ledger.derived.forget``)."""
     _RECORDS.discard(record.entry.signature)

@@ -120,6 +120,31 @@ def test_a_discarded_memo_entry_gives_its_weight_back():
     assert memo.get("a") is None and memo.get("b") == 2 and memo.weight == 5
 
 
+def test_an_entry_is_forgotten_once_two_epochs_have_begun_after_it():
+    memo = BoundedMemo(100)
+    memo.put("old", 1, weight=4)
+    assert memo.advance() == 0  # epoch 1: "old" (epoch 0) is from the previous epoch, kept
+    memo.put("young", 2, weight=5)
+    memo.put("old", 1, weight=4)  # put again: it is young now
+    assert memo.advance() == 0 and memo.get("old") == 1
+    assert memo.advance() == 2  # epoch 3: both were put in epoch 1
+    assert memo.get("old") is None and memo.get("young") is None and memo.weight == 0
+
+
+def test_aging_drops_a_record_met_but_never_committed_from_every_memo():
+    record = deposit(2, start=7000)
+    sig = record.entry.signature
+    read = EntryRecord.decode(record.encode())  # remembered, as a peer's forward would be
+    derived.code_keys("chain", read)
+    derived.remember_verified(sig, b"f" * 32)
+    assert model._RECORDS.get(sig) is not None
+    derived.age()
+    assert model._RECORDS.get(sig) is not None and derived.CODES.get(("chain", sig, 2)) is not None
+    derived.age()
+    assert model._RECORDS.get(sig) is None and derived.CODES.get(("chain", sig, 2)) is None
+    assert derived.VERIFIED.get(sig) is None
+
+
 def test_forget_drops_a_committed_record_from_every_memo():
     record = deposit(3)
     wire = msgpack.unpackb(record.encode(), raw=False)
