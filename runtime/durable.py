@@ -146,10 +146,13 @@ class ActionRunner:
                 return
             queue.popleft()
             result = self.written.pop(id(action), None)
-            if kind is io.Deliver:
-                self.delivered(action.block, result)
-            elif kind is not io.Persist:
-                self.execute(action)
+            try:
+                if kind is io.Deliver:
+                    self.delivered(action.block, result)
+                elif kind is not io.Persist:
+                    self.execute(action)
+            except Exception:  # noqa: BLE001 - a bug after the write: log it, keep the queue moving
+                log.exception("carrying out %s failed; going on with the next action", kind.__name__)
 
     def _schedule_group(self) -> None:
         if not self.scheduled:

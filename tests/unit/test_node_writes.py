@@ -234,3 +234,23 @@ def test_flush_and_close_sync_appends_no_vote_has_covered():
 
         asyncio.run(main())
         assert store.log == ["append", "sync"], how
+
+
+def test_an_action_that_raises_after_its_write_does_not_stall_the_queue(caplog):
+    store, sent = _RecordingStore(), []
+
+    def delivered(block, result):
+        raise RuntimeError("bookkeeping bug")
+
+    async def main():
+        runner = ActionRunner(store, backlog=lambda: 0, index_of=lambda block: None, delivered=delivered,
+                              execute=lambda action: sent.append(action.data), failed=lambda exc: None,
+                              m_append=Histogram("a", "a"), m_group_sync=Counter("g", "g", ("sync",)))
+        runner.add([_deliver("b1"), io.Send("peer", b"after")])
+        await asyncio.wait_for(runner.idle.wait(), 5)
+        assert not runner.failed and not runner.queue
+        await runner.close(5)
+
+    asyncio.run(main())
+    assert sent == [b"after"]
+    assert "carrying out Deliver failed" in caplog.text
