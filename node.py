@@ -74,7 +74,7 @@ log = logging.getLogger("evledger.node")
 VERSION = "0.1.0"
 FETCH_REPLY_BYTES = 4 * 1024 * 1024
 SWEEP_S = 1.0  # how often pending local requests are checked for a lost forward
-MEMO_EPOCH_SWEEPS = 30  # every 30 s the memos forget what they kept 30-60 s and never saw committed
+MEMO_EPOCH_SWEEPS = 300  # every 5 min the memos forget what they kept 5-10 min and never saw committed
 # Requests waiting at once for a deposit to commit (runtime/commit_waiters.py): in all,
 # and from one client address.  Each holds a connection, so a file descriptor.
 MAX_COMMIT_WAITERS = 1_000
@@ -288,15 +288,15 @@ class Node:
     def _delivered(self, block: Block, written: Any) -> None:
         """What follows a block's append: forget its tip and its records' memos, release its
         deposits from the pool, wake the clients waiting for its codes, count it."""
+        items = 0
+        for record in block.records:  # first: nothing else here may keep a committed deposit pending
+            self.pool.remove(record.entry.leaf_hash())
+            items += record.entry.body.item_count if isinstance(record.entry.body, Deposit) else 1
         if self.waiters.wanted():  # before the code memo forgets the block's records
             for record in block.records:
                 self.waiters.committed(deposit_code_keys(self.chain_id, record))
         self.app.forget_up_to(block.header.height)
         derived.forget(self.chain_id, block.records)
-        items = 0
-        for record in block.records:
-            self.pool.remove(record.entry.leaf_hash())
-            items += record.entry.body.item_count if isinstance(record.entry.body, Deposit) else 1
         self.m_commits.inc()
         self.m_items.inc(by=items)
 
@@ -309,15 +309,19 @@ class Node:
     def _sweep_forwards(self) -> None:
         """Every ``SWEEP_S``: re-send requests submitted here whose forward may have been lost,
         sync appends no vote's sync has covered (runtime/durable.py), and every
-        ``MEMO_EPOCH_SWEEPS`` age the memos (ledger/memo.py)."""
-        try:
-            self.forwarder.sweep()
-            self.actions.flush()
-            self._sweeps += 1
-            if self._sweeps % MEMO_EPOCH_SWEEPS == 0:
-                derived.age()
-        finally:
-            self._sweep_handle = asyncio.get_running_loop().call_later(SWEEP_S, self._sweep_forwards)
+        ``MEMO_EPOCH_SWEEPS`` age the memos (ledger/memo.py).  One chore failing (a bug)
+        is logged and does not stop the others, or the next sweep."""
+        for chore in (self.forwarder.sweep, self.actions.flush, self._age_memos):
+            try:
+                chore()
+            except Exception:  # noqa: BLE001 - logged; the node keeps serving
+                log.exception("the periodic %s failed", chore.__name__)
+        self._sweep_handle = asyncio.get_running_loop().call_later(SWEEP_S, self._sweep_forwards)
+
+    def _age_memos(self) -> None:
+        self._sweeps += 1
+        if self._sweeps % MEMO_EPOCH_SWEEPS == 0:
+            derived.age()
 
     def _forward_target(self) -> str | None:
         if self.role != "validator" or self.replica.in_vc:

@@ -188,7 +188,9 @@ class Replica:
         self._count("delivered")
         checkpoint.on_delivered(self, seq, digest)
 
-    def discard_below(self, seq: int) -> None:
+    def discard_below(self, seq: int, *also: tuple[str, bytes | None]) -> None:
+        """Forget everything at or below ``seq``; the deletions and ``also`` form one Persist
+        (atomic: a crash keeps all of it or none)."""
         discard_below(self.slots, seq)
         for s in [s for s in self.prepared_certs if s <= seq]:
             del self.prepared_certs[s]
@@ -200,6 +202,7 @@ class Replica:
             writes.append(("%s/%d" % key, None))
             if key[0] == "commit":
                 writes.append(("prepared/%d" % key[1], None))
+        writes.extend(also)
         if writes:
             self.persist(*writes)
 
