@@ -161,8 +161,8 @@ class _Tracker:
     """Follows sampled deposit codes to commit at the node each was submitted to.
 
     Each sample is followed by a task of its own: it asks the node for the code with
-    ``wait_ms`` (``WAIT_MS``), so the node answers in the turn of its event loop in
-    which the block holding the code is appended, and stamps the sample with the
+    ``wait_ms`` (``WAIT_MS``), so the node answers as soon as it has appended the
+    block holding the code, and stamps the sample with the
     time its own answer arrived.  So a latency is high by at most one request, and a
     slow sample, or a slow answer, does not delay the others.  A request that comes
     back without the commit (the wait ran out, an error) is asked again after

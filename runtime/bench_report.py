@@ -113,7 +113,7 @@ def render(results: dict, info: dict, command: str) -> str:
               "excluded: %s), failover with 100 single deposits/s to the backups. Closed loops hold new requests "
               "while a node reports more than %s (single) / %s (batches) items admitted but not committed. "
               "Latency is asked of the node the deposit was sent to with `GET /v1/deposits/{code}?wait_ms=`, "
-              "which that node answers in the turn of its event loop that appends the block (at idle for every "
+              "which that node answers as soon as it has appended the block (at idle for every "
               "deposit, under load for each sampled deposit on its own), so a figure is high by at most one "
               "request; in failover the oldest outstanding deposit is polled every 10 ms." % (secs["idle"], secs["single"], secs["half-single"], warmups,
                                      format(plan.get("window", 3000), ","),

@@ -4,8 +4,8 @@ Theory of operation
 -------------------
 A client that has just submitted a deposit wants to know when it commits.  Polling
 costs the node a request each time and answers late by up to the poll interval; a
-waiting request costs one future and is answered in the turn of the event loop in
-which the block holding the code is appended.
+waiting request costs one future and is answered in the turn of the event loop
+after the one in which the block holding the code is appended.
 
 :meth:`CommitWaiters.wait` registers a future under the code's store key and waits
 for it at most the given time; :meth:`CommitWaiters.committed` is told the code keys

@@ -98,3 +98,29 @@ def test_close_answers_the_parked_waiters_at_once_and_every_later_one():
         assert len(waiters) == 0
 
     run(scenario())
+
+
+def test_the_service_answers_503_busy_when_the_address_has_no_place_left_and_skips_codes_not_pending_here():
+    from types import SimpleNamespace
+
+    from runtime.http_api import ApiFailure
+    from runtime.service import NodeService
+
+    pending = {b"mine"}
+    stub = SimpleNamespace(pool=SimpleNamespace(state_of=lambda key: "pending" if key in pending else None),
+                           node=SimpleNamespace(waiters=CommitWaiters(limit=10, per_source=1)))
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        await NodeService.wait_committed(stub, b"elsewhere", 30.0, "10.0.0.1")  # not pending here: at once
+        assert loop.time() - began < 1.0 and len(stub.node.waiters) == 0
+        parked = asyncio.ensure_future(NodeService.wait_committed(stub, b"mine", 5.0, "10.0.0.1"))
+        await asyncio.sleep(0)
+        with pytest.raises(ApiFailure) as refused:
+            await NodeService.wait_committed(stub, b"mine", 5.0, "10.0.0.1")
+        assert (refused.value.status, refused.value.code, refused.value.retry_after) == (503, "busy", 1)
+        stub.node.waiters.committed([b"mine"])
+        await parked
+
+    run(scenario())
