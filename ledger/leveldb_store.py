@@ -50,13 +50,12 @@ import hashlib
 import os
 from typing import Any, Callable, Iterator, Sequence
 
-import msgpack
 import plyvel
 
 from . import merkle
 from .block import BlockHeader, CommitCertificate
 from .code_filter import CodeFilter
-from .codec import Fields, Limits, decode, encode, encode_wire
+from .codec import Fields, Limits, decode, encode, encode_wire, small_packer
 from .errors import CorruptionError, DecodeError, StoreError
 from .leveldb_keys import (CHECKSUM_SIZE, case_prefix, code_key, describe_key, entry_key_key, header_key, node_key,
                            parse, record_key, seal, u64, unseal)
@@ -306,7 +305,7 @@ class LevelDBStore(Store):
             put(node_key(level, index), value)
         # The hot loop (one put per deposit item), with put/seal/checksum inlined.  Locations
         # are checked ints, so msgpack's own packing of the tuple is their canonical form.
-        batch_put, sha256, packb = batch.put, hashlib.sha256, msgpack.Packer().pack  # one Packer, not one a put
+        batch_put, sha256, packb = batch.put, hashlib.sha256, small_packer()  # one Packer, not one a put
         self.code_filter.add(code for code, _ in plan.index.codes)  # before the write: never a false "absent"
         for code, loc in plan.index.codes:
             key = b"c" + code

@@ -34,11 +34,9 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Union
 
-import msgpack
-
 from . import merkle
 from .codes import DepositCode, derive_code
-from .codec import Fields, array_header, decode, encode, encode_wire, Limits, DEFAULT_LIMITS
+from .codec import Fields, array_header, decode, encode, encode_wire, pack, Limits, DEFAULT_LIMITS
 from .crypto import PublicKey, SecretKey
 from .errors import DecodeError
 from .memo import BoundedMemo
@@ -433,7 +431,7 @@ class EntryRecord:
         signature = _signature_of(items)
         if signature is None:
             return cls._read(items, where)
-        data = msgpack.packb(items, use_bin_type=True)
+        data = pack(items)
         hit = _RECORDS.get(signature)
         if hit is not None and hit[0] == data:
             return hit[1]

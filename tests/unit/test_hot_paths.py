@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ledger import item_reader, model
+from ledger import codec, item_reader, model
 from ledger.codec import DecodeError, array_header, decode, encode
 from ledger import derived
 from ledger.codes import codes_from_keys, derive_code, derive_code_keys, derive_codes
@@ -82,6 +82,51 @@ def test_bytes_map_keys_are_a_decode_error():
     wire[3][0][6] = {b"k": "v"}
     with pytest.raises(DecodeError):  # typed: the metadata reader refuses it
         EntryRecord.decode(msgpack.packb(wire, use_bin_type=True))
+
+
+_PACK_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.text(max_size=40) | st.binary(max_size=300)
+    | st.floats(allow_nan=False),
+    lambda inner: st.lists(inner, max_size=6) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=30)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_PACK_VALUES, min_size=1, max_size=8))
+def test_the_kept_packer_packs_exactly_what_packb_does(values):
+    def outcome(pack, value, **options):
+        try:
+            return pack(value, **options)
+        except (OverflowError, ValueError, TypeError) as exc:  # a float too wide for 32 bits
+            return type(exc)
+
+    for value in values:  # one packer, many values: nothing of one may leak into the next
+        assert outcome(codec.pack, value) == outcome(msgpack.packb, value, use_bin_type=True)
+        assert (outcome(codec.pack, value, single_float=True)
+                == outcome(msgpack.packb, value, use_bin_type=True, use_single_float=True))
+
+
+def test_the_kept_packer_survives_a_failed_pack_and_lets_a_large_buffer_go():
+    codec.pack([1, 2])
+    with pytest.raises(TypeError):
+        codec.pack([b"half", object()])
+    assert codec.pack([3]) == b"\x91\x03"  # no bytes of the failed value left in the buffer
+    kept = codec._packer()
+    big = codec.pack(b"x" * (codec.RETAIN_BYTES + 1))
+    assert len(big) > codec.RETAIN_BYTES
+    assert codec._packer() is not kept  # the packer holding a large buffer was let go
+    small = codec.small_packer()
+    assert small([1]) == b"\x91\x01"
+
+
+def test_each_thread_packs_with_its_own_packer():
+    here = codec._packer()
+    seen = []
+    worker = threading.Thread(target=lambda: seen.append(codec._packer()))
+    worker.start()
+    worker.join()
+    assert seen and seen[0] is not here
+    assert codec._packer() is here
 
 
 # --------------------------------------------------------------------------- record memo
