@@ -402,22 +402,13 @@ async def serve(setup: NodeSetup) -> int:
 def _limit_malloc_arenas() -> None:
     """At most two glibc malloc arenas: each thread that allocates (LevelDB's
     compaction, the store writer) would otherwise get an arena of its own, whose
-    freed memory stays resident.  Called before those threads exist.
-
-    The mmap threshold is fixed, so large blocks and frames are mapped and unmapped
-    and never fragment the heap.  It sits just above 256 KiB: every socket read of
-    asyncio allocates a 256 KiB buffer (and shrinks it to what arrived), and at 128
-    KiB each one was an mmap, a page fault and a munmap, about 165 a second on an
-    idle node.  The heap's top is trimmed only past 4 MiB (the default, 128 KiB,
-    gave each of those reads a brk up and down); the lag probe's malloc_trim hands
-    back what is free every 30 s (runtime/node_metrics.py)."""
+    freed memory stays resident.  Called before those threads exist."""
     try:
         import ctypes
 
         libc = ctypes.CDLL("libc.so.6")
         libc.mallopt(-8, 2)  # M_ARENA_MAX
-        libc.mallopt(-3, 320 * 1024)  # M_MMAP_THRESHOLD, fixed
-        libc.mallopt(-1, 4 * 1024 * 1024)  # M_TRIM_THRESHOLD
+        libc.mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD, fixed: blocks and frames are mapped and unmapped
     except (OSError, AttributeError):  # not glibc: nothing to tune
         pass
 
