@@ -59,14 +59,16 @@ DEFAULT_LIMITS = Limits()
 # threshold (node.py, _limit_malloc_arenas) each one is an mmap, a page fault and a
 # munmap: msgpack.packb cost 9-10 µs for a 100-byte message against 0.4 µs with a
 # packer kept for the purpose, and was a tenth of a node's CPU at idle.  So every
-# thread keeps one packer per option set.  A packer keeps its buffer at the largest
-# value it has packed, so one that has packed more than RETAIN_BYTES is let go.
+# thread keeps one packer per option set.  A packer never shrinks its buffer, which
+# grows to about twice the largest value it has packed, so one that has packed more
+# than RETAIN_BYTES is let go, and so is one whose pack raised (it may have written
+# much before the error).
 RETAIN_BYTES = 1024 * 1024
 _packers = threading.local()
 
 
 def _packer(single_float: bool = False) -> msgpack.Packer:
-    name = "single" if single_float else "double"
+    name = "single" if single_float else "double"  # _drop names them the same way
     packer = getattr(_packers, name, None)
     if packer is None:
         packer = msgpack.Packer(use_bin_type=True, use_single_float=single_float)
@@ -79,10 +81,18 @@ def pack(value: Any, single_float: bool = False) -> bytes:
     rules applied: see :func:`encode`).  For a hot loop of small values,
     :func:`small_packer` saves the lookups."""
     packer = _packer(single_float)
-    data = packer.pack(value)  # on an exception msgpack empties the buffer: the packer stays usable
+    try:
+        data = packer.pack(value)
+    except BaseException:
+        _drop(single_float)
+        raise
     if len(data) > RETAIN_BYTES:
-        setattr(_packers, "single" if single_float else "double", None)
+        _drop(single_float)
     return data
+
+
+def _drop(single_float: bool) -> None:
+    setattr(_packers, "single" if single_float else "double", None)
 
 
 def small_packer() -> Any:

@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("evledger.transport")
 
-READ_CHUNK = 256 * 1024
+READ_CHUNK = 64 * 1024  # each read is a copy: keep it under the node's fixed mmap threshold (node.py)
 BATCH_FRAMES = 1024
 BATCH_BYTES = 1024 * 1024
 WRITE_HIGH_WATER = 1024 * 1024
