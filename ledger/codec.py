@@ -67,8 +67,12 @@ RETAIN_BYTES = 1024 * 1024
 _packers = threading.local()
 
 
+def _slot(single_float: bool) -> str:
+    return "single" if single_float else "double"
+
+
 def _packer(single_float: bool = False) -> msgpack.Packer:
-    name = "single" if single_float else "double"  # _drop names them the same way
+    name = _slot(single_float)
     packer = getattr(_packers, name, None)
     if packer is None:
         packer = msgpack.Packer(use_bin_type=True, use_single_float=single_float)
@@ -92,7 +96,7 @@ def pack(value: Any, single_float: bool = False) -> bytes:
 
 
 def _drop(single_float: bool) -> None:
-    setattr(_packers, "single" if single_float else "double", None)
+    setattr(_packers, _slot(single_float), None)
 
 
 def small_packer() -> Any:
