@@ -3,6 +3,8 @@
 Measures, with real signatures, real canonical encoding and a real LevelDB store
 synced per block:
 
+* Ed25519 signing and verification of a deposit entry (libsodium through PyNaCl):
+  what every signed request and entry costs each process that checks it;
 * Merkle root of 100,000 leaves;
 * inclusion and consistency proofs per second (generated from stored nodes, and verified);
 * appending 1,000-entry and 10,000-entry blocks (one single-item deposit per entry),
@@ -161,6 +163,31 @@ def bench_merkle(results: dict) -> None:
                                                          results["consistency_verifies_per_s"]))
 
 
+def bench_crypto(results: dict, rounds: int = 2000) -> None:
+    """Microseconds per Ed25519 signature and per verification, over a deposit entry's body."""
+    key = SecretKey(hashlib.sha256(b"bench-crypto").digest())
+    record = make_deposit([DepositItem(hashlib.sha256(b"one").digest(), None, "general", None, {}, None)],
+                          "bench-depositor", T0, key, "bench-chain")
+    entry = record.entry
+    body = entry.body_bytes()
+    signature = key.sign(entry.context, "bench-chain", body)
+    key.public.verify(entry.context, "bench-chain", body, signature)  # a wrong setup fails here, not in a figure
+
+    def sign() -> None:
+        for _ in range(rounds):
+            key.sign(entry.context, "bench-chain", body)
+
+    def verify() -> None:
+        for _ in range(rounds):
+            key.public.verify(entry.context, "bench-chain", body, signature)
+
+    results["ed25519_sign_us"] = _timed(sign) / rounds * 1e6
+    results["ed25519_verify_us"] = _timed(verify) / rounds * 1e6
+    results["ed25519_body_bytes"] = len(body)
+    _say("  Ed25519 over a %d-byte deposit body: sign %.1f us, verify %.1f us"
+         % (len(body), results["ed25519_sign_us"], results["ed25519_verify_us"]))
+
+
 def bench_append(results: dict, folder: Path) -> None:
     chain = _Chain(folder / "append")
     try:
@@ -260,6 +287,8 @@ def machine() -> dict:
 def render(results: dict, info: dict, command: str) -> str:
     a1, a10 = results["append_1000"], results["append_10000"]
     rows = [
+        ("Ed25519 over a single deposit's %d-byte body: sign / verify" % results["ed25519_body_bytes"],
+         "%.1f µs / %.1f µs" % (results["ed25519_sign_us"], results["ed25519_verify_us"])),
         ("Merkle root of 100,000 leaves", "%.1f ms" % results["merkle_root_100k_ms"]),
         ("inclusion proofs generated from stored nodes (tree of 100k)", "%.0f /s" % results["inclusion_proofs_per_s"]),
         ("inclusion proofs verified", "%.0f /s" % results["inclusion_verifies_per_s"]),
@@ -308,7 +337,9 @@ def main(deposits: int, folder: str | None, output: str, as_json: bool, command:
     base.mkdir(parents=True, exist_ok=True)
     results: dict = {}
     try:
-        _say("evledger bench ledger: Merkle trees and proofs")
+        _say("evledger bench ledger: Ed25519")
+        bench_crypto(results)
+        _say("Merkle trees and proofs")
         bench_merkle(results)
         _say("block append (real signatures, LevelDB with fsync per block)")
         bench_append(results, base)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -41,7 +42,7 @@ def fake_results():
             "consistency_proofs_per_s": 1.0, "consistency_verifies_per_s": 1.0, "append_1000": append,
             "append_10000": append, "lookup_store_deposits": 1000, "lookups_per_s": 5.0,
             "missing_lookups_per_s": 6.0, "bytes_per_single_deposit": 400.0, "bytes_per_batched_deposit": 100.0,
-            "fill_seconds": 1.0}
+            "fill_seconds": 1.0, "ed25519_sign_us": 40.0, "ed25519_verify_us": 90.0, "ed25519_body_bytes": 120}
 
 
 def test_the_section_is_replaced_in_place(tmp_path):
@@ -55,6 +56,14 @@ def test_the_section_is_replaced_in_place(tmp_path):
     second = doc.read_text()
     assert second.count(bench.MARK_START) == 1 and "--deposits 5" in second and "keep me" in second
     assert "cores" in second and info["python"] in second
+
+
+def test_crypto_benchmark_times_real_signatures():
+    results: dict = {}
+    bench.bench_crypto(results, rounds=20)
+    assert all(math.isfinite(results[k]) and results[k] > 0 for k in ("ed25519_sign_us", "ed25519_verify_us"))
+    assert results["ed25519_body_bytes"] > 32
+    assert "sign / verify" in bench.render({**fake_results(), **results}, bench.machine(), "evledger bench ledger")
 
 
 def test_lookup_benchmark_finds_every_stored_code(tmp_path):
