@@ -49,7 +49,7 @@ from consensus.replica import Replica
 from ledger import derived
 from ledger.block import Block
 from ledger.chain import LedgerApp, Tip
-from ledger.errors import DecodeError, InputError
+from ledger.errors import DecodeError, InputError, StoreError
 from ledger.genesis import view_change_bytes
 from ledger.leveldb_store import LevelDBStore
 from ledger.model import Deposit, EntryRecord
@@ -396,6 +396,8 @@ async def serve(setup: NodeSetup) -> int:
         raise
     await stop.wait()
     await node.stop()
+    if node.actions is not None and node.actions.failed:
+        return 3  # stopped by a failed durable write (logged), not by an operator: a failure
     return 0
 
 
@@ -467,6 +469,6 @@ def main(config_path: str) -> int:
     _raise_fd_limit()
     try:
         return asyncio.run(serve(setup))
-    except OSError as exc:  # a port in use, a data folder we may not write...
+    except (OSError, StoreError) as exc:  # a port in use, a data folder we may not write, a store in use...
         log.error("node %s cannot start: %s", setup.config.name, exc)
         return 3

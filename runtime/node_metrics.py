@@ -33,8 +33,11 @@ def register(node: Any) -> None:
     reg.add(Gauge("evledger_view", "current PBFT view", lambda: node.replica.view if node.replica else 0))
     reg.add(Gauge("evledger_pending_items", "deposit items waiting for commit",
                   lambda: len(node.pool) if hasattr(node, "pool") else 0))
-    reg.add(Gauge("evledger_peers_connected", "peer connections up",
-                  lambda: len(node.transport.connected()) if node.transport else 0))
+    names = frozenset(node.validators.names)
+    reg.add(Gauge("evledger_peers_connected", "validators this node has a live connection to (observers not counted)",
+                  lambda: len(node.transport.connected() & names) if node.transport else 0))
+    reg.add(Gauge("evledger_observers_connected", "observers connected to this node",
+                  lambda: len(node.transport.connected() - names) if node.transport else 0))
     node.m_commits = reg.add(Counter("evledger_blocks_committed_total", "blocks committed by this node"))
     node.m_items = reg.add(Counter("evledger_items_committed_total", "deposit items and entries committed"))
     node.m_view_changes = reg.add(Counter("evledger_view_changes_total", "views entered"))

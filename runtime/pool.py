@@ -17,7 +17,14 @@ refuses them (``dropped``).
 
 Outcomes per record, in request order: ``pending`` (admitted now or earlier and
 not yet committed), ``committed`` (a resubmission of a deposit already on chain:
-same codes, its height), or a rejection with the state layer's reason.
+same codes, its height), or a rejection with the state layer's reason.  A request
+is admitted whole or not at all: when one of its records is rejected, or it does
+not fit, none of its records is admitted (the client is told the request failed,
+so nothing of it may reach the chain).
+
+Forwarded records count against their client's quota here too, so a client that
+sends to every node cannot hold more than its quota at the primary; a forward
+that does not fit is refused (``full``) and its node sends it again later.
 """
 
 from __future__ import annotations
@@ -61,6 +68,7 @@ class _Pending:
     client: str
     codes: tuple[bytes, ...]
     items: int
+    record: EntryRecord
 
 
 class DepositPool:
@@ -86,6 +94,14 @@ class DepositPool:
     def state_of(self, code_key: bytes) -> str | None:
         return "pending" if code_key in self.by_code else None
 
+    def pending_item(self, code_key: bytes) -> tuple[EntryRecord, int] | None:
+        """The pending record holding ``code_key`` and the item's index in it, or ``None``."""
+        rid = self.by_code.get(code_key)
+        if rid is None:
+            return None
+        pending = self.by_request[rid]
+        return pending.record, pending.codes.index(code_key)
+
     def check(self, records: Sequence[EntryRecord], now_ms: int) -> list[Outcome]:
         """Check records without admitting them (no quota change)."""
         return [self._check_one(record, now_ms) for record in records]
@@ -109,11 +125,13 @@ class DepositPool:
     def admit(self, records: Sequence[EntryRecord], now_ms: int) -> list[Outcome]:
         """Check and admit ``records``; raise :class:`PoolFull` (admitting none) if they do not fit.
 
-        Returns one :class:`Outcome` per record; those whose state is ``new`` are
-        now pending (their state is reported as ``pending``) and must be handed to
-        consensus by the caller.
+        Returns one :class:`Outcome` per record.  When any is ``rejected``, none is
+        admitted.  Otherwise those whose state is ``new`` are now pending and must
+        be handed to consensus by the caller.
         """
         outcomes = self.check(records, now_ms)
+        if any(o.state == "rejected" for o in outcomes):
+            return outcomes
         fresh = [o for o in outcomes if o.state == "new"]
         demand: dict[str, int] = {}
         for o in fresh:
@@ -137,7 +155,7 @@ class DepositPool:
         if local:
             self.local[rid] = record
         items = _items(record)
-        pending = _Pending(record.entry.signer, tuple(keys), items)
+        pending = _Pending(record.entry.signer, tuple(keys), items, record)
         self.by_request[rid] = pending
         for key in pending.codes:
             self.by_code[key] = rid
@@ -149,7 +167,8 @@ class DepositPool:
 
         Returns ``new`` (admitted now), ``pending`` (already here), ``committed``
         (already on chain: a forward that arrived after its block, dropped before
-        any check), ``rejected`` (invalid) or ``full`` (no room).  A peer's forward
+        any check), ``rejected`` (invalid) or ``full`` (no room here, or its client's
+        quota is used up).  A peer's forward
         needs no answer, so unlike a client's submission a committed one is
         recognised by its first code alone, without verifying its signature again.
         """
@@ -160,7 +179,9 @@ class DepositPool:
         outcome = self._check_one(record, now_ms)
         if outcome.state != "new":
             return outcome.state  # committed (every code stored) or rejected
-        if self.items + _items(record) > self.max_pending:
+        items = _items(record)
+        if self.items + items > self.max_pending or \
+                self.client_items.get(record.entry.signer, 0) + items > self.per_client:
             return "full"
         self._add(record, outcome.keys, local=False)
         return "new"

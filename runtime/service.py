@@ -54,10 +54,19 @@ class NodeService:
         self.node.step(event)
 
 
+    def _view_and_primary(self, height: int) -> tuple[int, str]:
+        """A validator's own view; an observer follows no views, so the view of the last
+        block it holds, whose proposer was that view's primary."""
+        header = self.store.header(height) if self.role != "validator" and height >= 1 else None
+        if header is None:
+            return self.replica.view, self.replica.primary()
+        return header.view, header.proposer
+
     def status(self) -> dict:
         head = self.store.head()
+        view, primary = self._view_and_primary(head.height)
         return {"node": self.name, "role": self.role, "chain_id": self.chain_id, "height": head.height,
-                "view": self.replica.view, "primary": self.replica.primary(),
+                "view": view, "primary": primary,
                 "last_block_hash": head.header_hash.hex(), "history_size": head.history_size,
                 "pending": len(self.pool), "peers_connected": sorted(self.transport.connected()),
                 "version": self.node.version, "genesis_fingerprint": self.genesis.fingerprint()}
@@ -96,8 +105,9 @@ class NodeService:
     def deposit_view(self, code_key: bytes) -> dict:
         loc = self.store.locate(code_key)
         if loc is None:
-            if self.pool.state_of(code_key) == "pending":
-                return {"code": _printed(code_key), "state": "pending", "height": None}
+            pending = self.pool.pending_item(code_key)
+            if pending is not None:
+                return self._pending_view(code_key, *pending)
             raise ApiFailure(404, "not_found", "no deposit with this code on chain %s" % self.chain_id)
         record = self.store.record(loc.height, loc.entry_index)
         header = self.store.header(loc.height)
@@ -107,6 +117,16 @@ class NodeService:
                 "sm3": None if item.sm3 is None else item.sm3.hex(), "category": item.category, "case": item.case,
                 "deposited_at": format_time(header.timestamp), "deposited_at_ms": header.timestamp,
                 "height": loc.height, "depositor": record.entry.signer,
+                "depositor_name": member.display_name if member else record.entry.signer,
+                "public_meta": dict(item.public_meta)}
+
+    def _pending_view(self, code_key: bytes, record: EntryRecord, index: int) -> dict:
+        """The public view of a deposit waiting in this node's pool: no block time or height yet."""
+        item = record.items[index]
+        member = self.genesis.member(record.entry.signer)
+        return {"code": _printed(code_key), "state": "pending", "digest": item.digest.hex(),
+                "sm3": None if item.sm3 is None else item.sm3.hex(), "category": item.category, "case": item.case,
+                "deposited_at": None, "deposited_at_ms": None, "height": None, "depositor": record.entry.signer,
                 "depositor_name": member.display_name if member else record.entry.signer,
                 "public_meta": dict(item.public_meta)}
 
@@ -153,7 +173,11 @@ class NodeService:
                             codes=tuple(k.decode("ascii") for k in code_keys), purpose=purpose,
                             accessed_at=self.now_ms())
         record = EntryRecord(Entry.sign(body, self.setup.key, self.chain_id), (), ())
-        outcomes = self.pool.admit([record], self.now_ms())
+        try:
+            outcomes = self.pool.admit([record], self.now_ms())
+        except PoolFull as full:
+            raise ApiFailure(503, "busy", "the access cannot be recorded now (%s); retry later" % full,
+                             retry_after=full.retry_after_s) from None
         if outcomes[0].state == "rejected":
             raise ApiFailure(500, "access_not_recorded", "the access could not be recorded: %s" % outcomes[0].error)
         if self.role == "validator":

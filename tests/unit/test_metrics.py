@@ -39,3 +39,19 @@ def test_the_memory_report_names_pythons_blocks_and_glibcs_heap():
     if platform.libc_ver()[0] == "glibc":
         heap = re.search(r"malloc heap (\d+) MiB \(in use (\d+), free (\d+)\), mapped (\d+) MiB", report)
         assert heap and int(heap.group(1)) >= int(heap.group(2)), report
+
+
+def test_peers_connected_counts_validators_and_observers_apart():
+    from types import SimpleNamespace
+
+    from runtime.node_metrics import register
+
+    links = {"v1", "v3", "obs"}
+    node = SimpleNamespace(registry=Registry(), validators=SimpleNamespace(names=("v1", "v2", "v3", "v4")),
+                           transport=SimpleNamespace(connected=lambda: set(links), stats=SimpleNamespace(dropped={})),
+                           store=None, replica=None, pool=[])
+    register(node)
+    text = node.registry.render()
+    assert "\nevledger_peers_connected 2\n" in text and "\nevledger_observers_connected 1\n" in text
+    links.discard("v3")
+    assert "\nevledger_peers_connected 1\n" in node.registry.render()
