@@ -58,6 +58,7 @@ from ledger.store import BlockIndex
 from runtime import peerwire
 from runtime.auth import RequestVerifier
 from runtime.commit_waiters import CommitWaiters
+from runtime.connection import RateLimitedLog
 from runtime.config import NodeSetup
 from runtime.forwarding import Forwarder
 from runtime.http_api import Api
@@ -152,6 +153,7 @@ class Node:
         self.actions: ActionRunner | None = None  # the replica's actions, carried out in order (runtime/durable.py)
         self._sweep_handle: asyncio.TimerHandle | None = None
         self._sweeps = 0
+        self._peer_warn = RateLimitedLog(logger=log, what="peer")  # a member flooding bad frames floods no log
         node_metrics.register(self)
         self._lag_probe = node_metrics.LagProbe(self.m_loop_lag)
         self._gc_timer = node_metrics.GcTimer(self.m_gc)
@@ -271,7 +273,7 @@ class Node:
         elif kind in (io.Suspect, io.Dropped):
             self.m_peer_faults.inc(kind.__name__.lower(), action.reason)
             if kind is io.Suspect:
-                log.warning("peer %s suspected: %s", action.peer, action.reason)
+                self._peer_warn.warning(time.monotonic(), "peer %s suspected: %s", action.peer, action.reason)
 
     def _set_timer(self, deadline: int | None) -> None:
         self._timer.set(None if deadline is None else (deadline - self.now_ms()) / 1000)
@@ -345,7 +347,7 @@ class Node:
                 self.step(io.FetchResult(sender, tuple(blocks)))
         except DecodeError as exc:
             self.m_peer_faults.inc("malformed", exc.reason)
-            log.warning("malformed frame from %s: %s", sender, exc)
+            self._peer_warn.warning(time.monotonic(), "malformed frame from %s: %s", sender, exc)
 
     def _on_forwarded(self, records: list[EntryRecord]) -> None:
         if self.role != "validator":

@@ -54,18 +54,20 @@ WRITE_HIGH_WATER = 1024 * 1024
 class RateLimitedLog:
     """At most ``burst`` warnings per ``window`` seconds; the rest are counted and summarised."""
 
-    def __init__(self, burst: int = 20, window: float = 10.0):
+    def __init__(self, burst: int = 20, window: float = 10.0, logger: logging.Logger | None = None,
+                 what: str = "transport"):
         self.burst, self.window = burst, window
+        self.log, self.what = logger or log, what
         self._start, self._count, self._suppressed = -1e18, 0, 0
 
     def warning(self, now: float, msg: str, *args, exc_info: bool = False) -> None:
         if now - self._start > self.window:
             if self._suppressed:
-                log.warning("%d similar transport warnings were suppressed", self._suppressed)
+                self.log.warning("%d similar %s warnings were suppressed", self._suppressed, self.what)
             self._start, self._count, self._suppressed = now, 0, 0
         if self._count < self.burst:
             self._count += 1
-            log.warning(msg, *args, exc_info=exc_info)
+            self.log.warning(msg, *args, exc_info=exc_info)
         else:
             self._suppressed += 1
 

@@ -203,8 +203,12 @@ def configure_logging(level: str, as_json: bool) -> None:
 
     class _Json(logging.Formatter):
         def format(self, record: logging.LogRecord) -> str:
-            return json.dumps({"time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"), "level": record.levelname.lower(),
-                               "logger": record.name, "message": record.getMessage()}, ensure_ascii=False)
+            at = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            doc = {"time": "%s.%03dZ" % (at, int(record.msecs)), "level": record.levelname.lower(),
+                   "logger": record.name, "message": record.getMessage()}
+            if record.exc_info:
+                doc["exception"] = self.formatException(record.exc_info)
+            return json.dumps(doc, ensure_ascii=False)
 
     handler = logging.StreamHandler()
     handler.setFormatter(_Json() if as_json else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))

@@ -55,3 +55,44 @@ def test_peers_connected_counts_validators_and_observers_apart():
     assert "\nevledger_peers_connected 2\n" in text and "\nevledger_observers_connected 1\n" in text
     links.discard("v3")
     assert "\nevledger_peers_connected 1\n" in node.registry.render()
+
+
+def test_json_logs_carry_utc_milliseconds_and_the_exception(capsys):
+    import json
+    import logging
+    import re
+
+    from runtime.node_metrics import configure_logging
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        configure_logging("info", as_json=True)
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            logging.getLogger("evledger.test").exception("it failed")
+        line = capsys.readouterr().err.strip().splitlines()[-1]
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    doc = json.loads(line)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", doc["time"])
+    assert doc["level"] == "error" and doc["message"] == "it failed"
+    assert "ValueError: boom" in doc["exception"] and "Traceback" in doc["exception"]
+
+
+def test_rate_limited_warnings_are_summarised(caplog):
+    import logging
+
+    from runtime.connection import RateLimitedLog
+
+    logger = logging.getLogger("evledger.test.peer")
+    warn = RateLimitedLog(burst=3, window=10.0, logger=logger, what="peer")
+    with caplog.at_level(logging.WARNING, logger="evledger.test.peer"):
+        for i in range(50):
+            warn.warning(100.0 + i * 0.01, "malformed frame from %s: %s", "v2", "bad")
+        warn.warning(200.0, "malformed frame from %s: %s", "v2", "bad")
+    messages = [r.getMessage() for r in caplog.records if r.name == "evledger.test.peer"]
+    assert messages.count("malformed frame from v2: bad") == 4
+    assert "47 similar peer warnings were suppressed" in messages
