@@ -15,6 +15,8 @@ from typing import Callable, Sequence
 from runtime.cli_args import EXIT_NOT_VALID, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE
 from runtime.cli_args import Parser as _Parser
 from runtime.cli_args import count as _count
+from runtime.cli_args import node_url as _node_url
+from runtime.cli_args import nonempty as _nonempty
 from runtime.cli_args import positive as _positive
 from runtime.cli_args import seconds as _seconds
 from runtime.cli_bench import add_bench as _add_bench
@@ -44,8 +46,15 @@ def _run_demo(args: argparse.Namespace) -> int:
 
 
 def _add_user_verbs(sub: argparse._SubParsersAction) -> None:
+    """The verbs of CONTRACT section 4, and ``query``; every ``--node`` is checked as a URL here."""
     from runtime import verbs
 
+    _add_deposit_verify(sub, verbs)
+    _add_receipts(sub, verbs)
+    _add_query_status(sub, verbs)
+
+
+def _add_deposit_verify(sub: argparse._SubParsersAction, verbs) -> None:
     deposit = sub.add_parser(
         "deposit",
         help="deposit evidence digests (files are hashed locally and never leave this machine)",
@@ -55,7 +64,8 @@ def _add_user_verbs(sub: argparse._SubParsersAction) -> None:
     deposit.add_argument("files", nargs="*", metavar="FILE", help="files to deposit (only their SHA-256 is sent)")
     deposit.add_argument("--digest", action="append", metavar="HEX", help="a SHA-256 digest in hex (repeatable)")
     deposit.add_argument("--digests-file", metavar="F", help="a file with one hex SHA-256 digest a line")
-    deposit.add_argument("--node", required=True, metavar="URL", help="node API base URL, e.g. http://127.0.0.1:7401")
+    deposit.add_argument("--node", required=True, type=_node_url, metavar="URL",
+                         help="node API base URL, e.g. http://127.0.0.1:7401")
     deposit.add_argument("--key", required=True, metavar="KEY", help="the depositor's key file (mode 0600)")
     deposit.add_argument("--category", default="general", help="evidence category (default: general)")
     deposit.add_argument("--case", help="case number the evidence belongs to")
@@ -72,15 +82,17 @@ def _add_user_verbs(sub: argparse._SubParsersAction) -> None:
         help="one-click retrieval: show the record of CODE and compare FILE with it",
         description="Fetch the chain's record for deposit CODE; with FILE, hash it locally and say whether "
         "it is exactly what was deposited. Exit 0 match (or found), 1 mismatch or not found, "
-        "2 malformed code, 3 node unreachable.",
+        "2 malformed code or unreadable FILE, 3 node unreachable.",
     )
     verify.add_argument("code", metavar="CODE", help="the deposit code, e.g. EV-XXXXX-XXXXX-XXXXX-XXXXX-XXXXX")
     verify.add_argument("file", nargs="?", metavar="FILE", help="the file to compare (hashed locally)")
-    verify.add_argument("--node", required=True, metavar="URL", help="node API base URL")
+    verify.add_argument("--node", required=True, type=_node_url, metavar="URL", help="node API base URL")
     verify.add_argument("--timeout", type=_seconds, default=30.0, metavar="S", help="per-request timeout")
     verify.add_argument("--json", action="store_true", help="print the verdict and record as JSON")
     verify.set_defaults(func=verbs.verify)
 
+
+def _add_receipts(sub: argparse._SubParsersAction, verbs) -> None:
     receipt = sub.add_parser(
         "receipt",
         help="write the self-contained receipt of a deposit (verifiable offline)",
@@ -89,7 +101,7 @@ def _add_user_verbs(sub: argparse._SubParsersAction) -> None:
         "(docs/receipt.md). Exit 1 if the code is not on chain, 2 if it is malformed.",
     )
     receipt.add_argument("code", metavar="CODE", help="the deposit code")
-    receipt.add_argument("--node", required=True, metavar="URL", help="node API base URL")
+    receipt.add_argument("--node", required=True, type=_node_url, metavar="URL", help="node API base URL")
     receipt.add_argument("-o", "--output", required=True, metavar="FILE", help="where to write it ('-': stdout)")
     receipt.add_argument("--timeout", type=_seconds, default=30.0, metavar="S", help="request timeout")
     receipt.set_defaults(func=verbs.receipt)
@@ -108,6 +120,8 @@ def _add_user_verbs(sub: argparse._SubParsersAction) -> None:
     vr.add_argument("--json", action="store_true", help="print the verdict and every check as JSON")
     vr.set_defaults(func=verbs.verify_receipt)
 
+
+def _add_query_status(sub: argparse._SubParsersAction, verbs) -> None:
     query = sub.add_parser(
         "query",
         help="a court's view: every deposit filed under a case, with full records",
@@ -115,8 +129,8 @@ def _add_user_verbs(sub: argparse._SubParsersAction) -> None:
         "under CASE, private metadata included. The retrieval itself is recorded on the chain as an "
         "access record. Exit 1 if the key's member may not query cases.",
     )
-    query.add_argument("--case", required=True, help="the case number, e.g. (2026)京0491民初123号")
-    query.add_argument("--node", required=True, metavar="URL", help="node API base URL")
+    query.add_argument("--case", required=True, type=_nonempty, help="the case number, e.g. (2026)京0491民初123号")
+    query.add_argument("--node", required=True, type=_node_url, metavar="URL", help="node API base URL")
     query.add_argument("--key", required=True, metavar="KEY", help="the caller's key file (mode 0600)")
     query.add_argument("--timeout", type=_seconds, default=30.0, metavar="S", help="request timeout")
     query.add_argument("--json", action="store_true", help="print the answer as JSON")
@@ -126,9 +140,16 @@ def _add_user_verbs(sub: argparse._SubParsersAction) -> None:
                        "the node's, whose fingerprint the report shows for comparison)")
     query.set_defaults(func=verbs.query)
 
-    status = sub.add_parser("status", help="height, view, primary and health of a node",
-                            description="Ask a node for its status: height, view, primary, peers, pending.")
-    status.add_argument("--node", required=True, metavar="URL", help="node API base URL")
+    status = sub.add_parser(
+        "status",
+        help="height, view, primary, members and health of a node",
+        description="Ask a node for its status (GET /v1/status) and the consortium's members (GET "
+        "/v1/genesis.json): height, view, primary, pending items, connected peers, members with their roles, "
+        "and health: 'degraded' with the reasons when the node misses a connection to a validator, cannot "
+        "reach a quorum, or holds pending items while no block is committed for 2 s, else 'healthy' (rules in "
+        "docs/cli.md). Exit 0 answered (healthy or not), 2 bad usage, 3 node unreachable or failing.",
+    )
+    status.add_argument("--node", required=True, type=_node_url, metavar="URL", help="node API base URL")
     status.add_argument("--timeout", type=_seconds, default=10.0, metavar="S", help="request timeout")
     status.add_argument("--json", action="store_true", help="print the status document as JSON")
     status.set_defaults(func=verbs.status)

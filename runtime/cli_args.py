@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from urllib.parse import urlsplit
 
 EXIT_OK = 0
 EXIT_NOT_VALID = 1
@@ -51,6 +52,37 @@ def seconds(text: str) -> float:
     if not 0 < value <= 86_400:
         raise argparse.ArgumentTypeError("must be more than 0 and at most 86400 seconds")
     return value
+
+
+def nonempty(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    return text
+
+
+def node_url(text: str) -> str:
+    """A node's API base URL, checked as ``services.client.EvledgerClient`` will use it.
+
+    ``http[s]://host[:port][/prefix]`` with no query or fragment; anything else is bad
+    usage (exit 2) reported by argparse, before a client or a file is touched.
+    """
+    example = "a node API base URL looks like http://127.0.0.1:7401"
+    if "://" not in text:
+        raise argparse.ArgumentTypeError("%r is not a URL (no http://): %s" % (text, example))
+    try:
+        parts = urlsplit(text)
+        parts.port  # reading it raises ValueError for a port that is not a number in 0..65535
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError("%r is not a valid URL (%s): %s" % (text, exc, example)) from None
+    if parts.scheme not in ("http", "https"):
+        raise argparse.ArgumentTypeError("%r: the scheme must be http or https, not %r: %s"
+                                         % (text, parts.scheme, example))
+    if not parts.hostname:
+        raise argparse.ArgumentTypeError("%r names no host: %s" % (text, example))
+    if parts.query or parts.fragment:
+        raise argparse.ArgumentTypeError("%r has a ?query or #fragment, which a base URL may not have: %s"
+                                         % (text, example))
+    return text
 
 
 def key_value(text: str) -> tuple[str, int]:

@@ -6,13 +6,21 @@ plus an observer) in a temporary folder, starts every node as its own process on
 then does what a litigant does: one-click retrieval by deposit code with the file
 in hand, on a different node than the one that took the deposit — a match, a
 tampered copy that does not match, and a mistyped code reported as a typo.
-It prints what a person needs (node URLs, codes) and keeps serving until Ctrl-C
-(``--once``: exits after the tour), then stops every process it started.
+It prints what a person needs (node URLs, the litigant's verification page, codes)
+and keeps serving until Ctrl-C (``--once``: exits after the tour), then stops every
+process it started.
+
+The nodes run in sessions of their own (``runtime.processes``), so a signal sent to
+the demo does not reach them: SIGTERM and SIGHUP (a closed terminal) are turned into
+the same ``KeyboardInterrupt`` as Ctrl-C while the demo runs, and once clean-up has
+begun further ones are ignored, so the nodes and the temporary folder are always
+removed (:class:`_StopSignals`).
 """
 
 from __future__ import annotations
 
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -41,7 +49,47 @@ SAMPLES = {
 
 
 def _say(text: str = "") -> None:
-    print(text, flush=True)
+    try:
+        print(text, flush=True)
+    except OSError:  # the terminal is gone (SIGHUP): clean-up must go on regardless
+        pass
+
+
+class _StopSignals:
+    """While active, SIGTERM and SIGHUP raise ``KeyboardInterrupt`` like Ctrl-C; the previous handlers
+    come back on exit.  After :meth:`stopping` (clean-up has begun) or a first signal, further
+    signals are ignored so that they cannot cut the clean-up short."""
+
+    NAMES = ("SIGTERM", "SIGHUP")
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self.cleaning = False
+        self._previous: dict[int, object] = {}
+
+    def handle(self, signum: int, frame: object) -> None:
+        if self.received is None and not self.cleaning:
+            self.received = signum
+            raise KeyboardInterrupt("signal %d" % signum)
+
+    def stopping(self) -> None:
+        self.cleaning = True
+
+    def __enter__(self) -> "_StopSignals":
+        for name in self.NAMES:
+            signum = getattr(signal, name, None)
+            if signum is None:  # no SIGHUP on this platform
+                continue
+            try:
+                self._previous[signum] = signal.signal(signum, self.handle)
+            except ValueError:  # not the main thread: signals cannot be handled here
+                break
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+        self._previous.clear()
 
 
 def _deposit_samples(consortium: cluster.Cluster, evidence: Path) -> list[dict]:
@@ -110,55 +158,68 @@ def _receipt(consortium: cluster.Cluster, deposit: dict, root: Path) -> bool:
     return verdict.verdict == "match"
 
 
+def _tour(consortium: cluster.Cluster, root: Path, once: bool) -> int:
+    """Deposit, retrieve, check a receipt offline, then serve until interrupted (``once``: return)."""
+    for n in consortium.nodes:
+        _say("  %-14s %-9s %s" % (n.name, n.role, n.api))
+    page = consortium.nodes[-1].api + "/"
+    _say("  verification page: %s  (open it in a browser; every node serves it at /)" % page)
+    evidence = root / "evidence"
+    evidence.mkdir(exist_ok=True)
+    _say("\ndepositing sample evidence (hashed locally: files never leave this machine)")
+    deposits = _deposit_samples(consortium, evidence)
+    for d in deposits:
+        _say("  %s  %-16s %-22s block %s" % (d["code"], d["category"], d["file"].name, d.get("height")))
+    _say("\none-click evidence retrieval on %s (another institution's node)" % consortium.nodes[-1].name)
+    ok = _retrieve(consortium, deposits, evidence)
+    _say("\noffline receipt check (no network: only genesis.json and the receipt)")
+    ok &= _receipt(consortium, deposits[0], root)
+    _say("\ntry it yourself:\n  open the verification page %s, enter %s and choose %s\n"
+         "  evledger verify %s %s --node %s\n  evledger verify-receipt %s --genesis %s --file %s\n"
+         "  evledger status --node %s"
+         % (page, deposits[0]["code"], deposits[0]["file"], deposits[0]["code"], deposits[0]["file"],
+            consortium.nodes[0].api, root / "receipt.json", consortium.dir / "genesis.json", deposits[0]["file"],
+            consortium.nodes[0].api))
+    if not ok:
+        _say("\nthe tour found a problem (see above)")
+        return 1
+    if once:
+        return 0
+    _say("\nserving until Ctrl-C ...")
+    while True:
+        time.sleep(3600)
+
+
 def run(once: bool, folder: str | None = None) -> int:
+    """The demo; 0 when the tour went as expected (or was stopped), 1 if not, 3 if the nodes failed."""
     root = Path(folder) if folder else Path(tempfile.mkdtemp(prefix="evledger-demo-"))
     keep = folder is not None
     started = False
-    try:
-        base = cluster.free_base_port()
-        _say("evledger demo: a local consortium in %s" % root)
-        consortium = cluster.init(root / "consortium", validators=4, observers=1, base_port=base, force=True)
-        consortium = cluster.up(consortium.dir, progress=lambda m: _say("  " + m), timeout=60)
-        started = True
-        for n in consortium.nodes:
-            _say("  %-14s %-9s %s" % (n.name, n.role, n.api))
-        evidence = root / "evidence"
-        evidence.mkdir(exist_ok=True)
-        _say("\ndepositing sample evidence (hashed locally: files never leave this machine)")
-        deposits = _deposit_samples(consortium, evidence)
-        for d in deposits:
-            _say("  %s  %-16s %-22s block %s" % (d["code"], d["category"], d["file"].name, d.get("height")))
-        _say("\none-click evidence retrieval on %s (another institution's node)" % consortium.nodes[-1].name)
-        ok = _retrieve(consortium, deposits, evidence)
-        _say("\noffline receipt check (no network: only genesis.json and the receipt)")
-        ok &= _receipt(consortium, deposits[0], root)
-        _say("\ntry it yourself:\n  evledger verify %s %s --node %s\n  evledger verify-receipt %s --genesis %s "
-             "--file %s\n  evledger status --node %s"
-             % (deposits[0]["code"], deposits[0]["file"], consortium.nodes[0].api, root / "receipt.json",
-                consortium.dir / "genesis.json", deposits[0]["file"], consortium.nodes[0].api))
-        if not ok:
-            _say("\nthe tour found a problem (see above)")
-            return 1
-        if once:
+    with _StopSignals() as signals:
+        try:
+            base = cluster.free_base_port()
+            _say("evledger demo: a local consortium in %s" % root)
+            consortium = cluster.init(root / "consortium", validators=4, observers=1, base_port=base, force=True)
+            started = True  # from here on, clean-up stops whatever pid files say is running (an interrupted start too)
+            consortium = cluster.up(consortium.dir, progress=lambda m: _say("  " + m), timeout=60)
+            return _tour(consortium, root, once)
+        except KeyboardInterrupt:
+            signals.stopping()
+            _say("\nstopping" + (" (%s)" % signal.Signals(signals.received).name if signals.received else ""))
             return 0
-        _say("\nserving until Ctrl-C ...")
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        _say("\nstopping")
-        return 0
-    except (cluster.StartError, cluster.ClusterError) as exc:
-        print("evledger demo: %s" % exc, file=sys.stderr)
-        return 3
-    except ClientError as exc:
-        print("evledger demo: a node did not answer as expected: %s" % exc, file=sys.stderr)
-        return 3
-    finally:
-        if started:
-            report = cluster.down(root / "consortium")
-            _say("stopped %d node processes" % (len(report.stopped) + len(report.killed)))
-        if not keep:
-            shutil.rmtree(root, ignore_errors=True)
+        except (cluster.StartError, cluster.ClusterError) as exc:
+            print("evledger demo: %s" % exc, file=sys.stderr)
+            return 3
+        except ClientError as exc:
+            print("evledger demo: a node did not answer as expected: %s" % exc, file=sys.stderr)
+            return 3
+        finally:
+            signals.stopping()
+            if started:
+                report = cluster.down(root / "consortium")
+                _say("stopped %d node processes" % (len(report.stopped) + len(report.killed)))
+            if not keep:
+                shutil.rmtree(root, ignore_errors=True)
 
 
 __all__ = ["run"]

@@ -1,10 +1,14 @@
-"""The user verbs of the CLI: ``deposit``, ``verify``, ``status`` (CONTRACT section 4).
+"""The user verbs of the CLI: ``deposit``, ``verify``, ``receipt``, ``verify-receipt``, ``status``, ``query``.
 
 Each verb takes parsed arguments, talks to a node through the SDK
 (``services.client``), prints for a person (or one JSON document with
 ``--json``) and returns the contracted exit code: 0 success or match, 1 verified
 and NOT matching / NOT valid, 2 bad usage or bad input, 3 node unreachable or
 failing.  Progress goes to standard error, and only when it is a terminal.
+
+Bad input is caught where it is read: ``--node`` is checked by the argument parser
+(``runtime.cli_args.node_url``), and a local file that cannot be read or written
+is reported naming the file (exit 2), never as a traceback.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from services.client import ApiError, ClientError, CommitTimeout, EvledgerClient
 
 EXIT_OK, EXIT_NOT_VALID, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
 SUBMIT_CHUNK = 10_000  # items per progress step
+PROGRESS_WINDOW_S = 2.0  # status: how long items may be pending without a new block before "degraded"
 
 
 class Progress:
@@ -51,6 +56,34 @@ def err(message: str) -> None:
     print("evledger: " + message, file=sys.stderr)
 
 
+def _hash(name: str) -> bytes:
+    """SHA-256 of a local file; ``InputError`` naming the file if it cannot be read."""
+    if not Path(name).is_file():
+        raise InputError("%s is not a readable file" % name)
+    try:
+        return hash_file(name)
+    except OSError as exc:  # permission denied, an I/O error, a file removed meanwhile
+        raise InputError("cannot read %s: %s" % (name, exc.strerror or exc)) from None
+
+
+def _load_key(path: str):
+    """The member key file; ``InputError`` naming the file if it is missing, unsafe or unreadable."""
+    try:
+        return load_key_file(path)
+    except OSError as exc:
+        raise InputError("cannot read key file %s: %s" % (path, exc.strerror or exc)) from None
+
+
+def _write(path: str, text: str) -> bool:
+    """Write ``text`` to ``path``; if that fails, report it naming the file and return False."""
+    try:
+        Path(path).write_text(text, encoding="utf-8")
+    except OSError as exc:  # a missing folder, a directory, permission denied, a full disk
+        err("cannot write %s: %s" % (path, exc.strerror or exc))
+        return False
+    return True
+
+
 def api_exit(exc: ClientError) -> int:
     """Report a client error and return its exit code."""
     if isinstance(exc, Unreachable):
@@ -70,10 +103,7 @@ def _digests(files: Sequence[str], hexes: Sequence[str], digests_file: str | Non
     out: list[tuple[bytes, str]] = []
     progress = Progress("hashing", len(files))
     for i, name in enumerate(files):
-        path = Path(name)
-        if not path.is_file():
-            raise InputError("%s is not a readable file" % name)
-        out.append((hash_file(path), name))
+        out.append((_hash(name), name))
         progress.update(i + 1)
     lines: Iterable[tuple[str, str]] = (("--digest", h) for h in hexes)
     if digests_file:
@@ -95,7 +125,7 @@ def _digests(files: Sequence[str], hexes: Sequence[str], digests_file: str | Non
 
 def deposit(args: Any) -> int:
     try:
-        identity = load_key_file(args.key)
+        identity = _load_key(args.key)
         items = _digests(args.files, args.digest or [], args.digests_file)
     except InputError as exc:
         err(str(exc))
@@ -167,12 +197,11 @@ def verify(args: Any) -> int:
     except CodeError as exc:
         report = {"verdict": "malformed_code", "code": args.code, "message": str(exc)}
         return _verdict(report, args.json, EXIT_USAGE)
-    digest = None
-    if args.file:
-        if not Path(args.file).is_file():
-            err("%s is not a readable file" % args.file)
-            return EXIT_USAGE
-        digest = hash_file(args.file)
+    try:
+        digest = _hash(args.file) if args.file else None
+    except InputError as exc:
+        err(str(exc))
+        return EXIT_USAGE
     client = EvledgerClient(args.node, timeout=args.timeout)
     try:
         record = client.get_deposit(code)
@@ -229,13 +258,24 @@ def _verdict(report: dict, as_json: bool, code: int) -> int:
 # ----------------------------------------------------------------------- status
 
 def status(args: Any) -> int:
+    """``evledger status --node URL``: height, view, primary, members and health (CONTRACT section 4)."""
+    from ledger.genesis import parse_genesis
+
     client = EvledgerClient(args.node, timeout=args.timeout)
     try:
         doc = client.status()
+        genesis = parse_genesis(client.request("GET", "/v1/genesis.json", signed=False))
+        later = _later_status(client, doc)
+    except InputError as exc:  # GenesisError: the node serves a genesis no node could start from
+        err("the node's genesis is not valid: %s" % exc)
+        return EXIT_UNAVAILABLE
     except ClientError as exc:
         return api_exit(exc)
     finally:
         client.close()
+    doc = {**doc, "members": [{"name": m.name, "roles": list(m.roles), "api": m.node.api if m.node else None}
+                              for m in genesis.members],
+           "health": node_health(doc, genesis, later)}
     if args.json:
         print(json.dumps(doc))
         return EXIT_OK
@@ -245,7 +285,61 @@ def status(args: Any) -> int:
             print("%-20s %s" % (key, doc[key]))
     if "peers_connected" in doc:
         print("%-20s %s" % ("peers connected", ", ".join(doc["peers_connected"]) or "none"))
+    print("members (%d):" % len(doc["members"]))
+    for m in doc["members"]:
+        print(("  %-18s %-28s %s" % (m["name"], ",".join(m["roles"]), m["api"] or "")).rstrip())
+    reasons = doc["health"]["reasons"]
+    print("%-20s %s" % ("health", doc["health"]["state"] + (": " + "; ".join(reasons) if reasons else "")))
     return EXIT_OK
+
+
+def _later_status(client: EvledgerClient, first: dict) -> dict | None:
+    """With items pending, poll until the height moves or ``PROGRESS_WINDOW_S`` pass; None if none pending."""
+    if not first.get("pending"):
+        return None
+    deadline = time.monotonic() + PROGRESS_WINDOW_S
+    while True:
+        time.sleep(min(0.2, PROGRESS_WINDOW_S))
+        later = client.status()
+        if later.get("height") != first.get("height") or time.monotonic() >= deadline:
+            return later
+
+
+def node_health(doc: dict, genesis: Any, later: dict | None = None) -> dict:
+    """``{"state": "healthy" | "degraded", "reasons": [...]}`` judged from a node's status (docs/cli.md).
+
+    Degraded when the node is not connected to every other validator (saying which,
+    and whether it still reaches a quorum), when its status names another chain or
+    genesis than the one it serves, or when items stayed pending while no block was
+    committed for ``PROGRESS_WINDOW_S`` (``later``: the status polled after the first).
+    """
+    reasons: list[str] = []
+    validators = genesis.validator_set()
+    names = [name for name, _ in validators.members]
+    me, peers = doc.get("node"), doc.get("peers_connected")
+    if doc.get("chain_id") != genesis.chain_id or doc.get("genesis_fingerprint") not in (None, genesis.fingerprint()):
+        reasons.append("its status names another chain or genesis than the genesis it serves")
+    if doc.get("primary") not in names:
+        reasons.append("its primary %r is not a validator" % doc.get("primary"))
+    if not isinstance(peers, list):
+        reasons.append("it does not report its connected peers")
+    else:
+        missing = [n for n in names if n != me and n not in peers]
+        reached = len(names) - len(missing)  # for a validator, itself included
+        if doc.get("primary") in missing:
+            reasons.append("not connected to the primary %s" % doc["primary"])
+        others = [n for n in missing if n != doc.get("primary")]
+        if others:
+            reasons.append("not connected to %s %s" % ("validator" if len(others) == 1 else "validators",
+                                                       ", ".join(others)))
+        if me in names and reached < validators.quorum:
+            reasons.append("reaches %d of %d validators (itself included), below the quorum of %d: it cannot "
+                           "help commit" % (reached, len(names), validators.quorum))
+        if me not in names and len(missing) == len(names):
+            reasons.append("connected to no validator: it cannot follow the chain")
+    if later is not None and later.get("pending") and later.get("height") == doc.get("height"):
+        reasons.append("%d item(s) pending and no block committed in %g s" % (later["pending"], PROGRESS_WINDOW_S))
+    return {"state": "degraded" if reasons else "healthy", "reasons": reasons}
 
 
 # ----------------------------------------------------------------------- query
@@ -253,7 +347,7 @@ def status(args: Any) -> int:
 def query(args: Any) -> int:
     """``evledger query --case CASE``: a court's view of every deposit filed under a case."""
     try:
-        identity = load_key_file(args.key)
+        identity = _load_key(args.key)
     except InputError as exc:
         err(str(exc))
         return EXIT_USAGE
@@ -311,12 +405,14 @@ def receipt(args: Any) -> int:
     from ledger.receipt import receipt_json
 
     text = receipt_json(doc)
+    text = text if text.endswith("\n") else text + "\n"
     if args.output == "-":
-        sys.stdout.write(text if text.endswith("\n") else text + "\n")
-    else:
-        Path(args.output).write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
-        err("wrote %s (verify it offline: evledger verify-receipt %s --genesis genesis.json)" % (args.output,
-                                                                                                args.output))
+        sys.stdout.write(text)
+        return EXIT_OK
+    if not _write(args.output, text):
+        return EXIT_USAGE
+    err("wrote %s (verify it offline: evledger verify-receipt %s --genesis genesis.json)" % (args.output,
+                                                                                            args.output))
     return EXIT_OK
 
 
@@ -336,12 +432,11 @@ def verify_receipt(args: Any) -> int:
     except OSError as exc:
         err("cannot read %s: %s" % (args.receipt, exc))
         return EXIT_USAGE
-    digest = None
-    if args.file:
-        if not Path(args.file).is_file():
-            err("%s is not a readable file" % args.file)
-            return EXIT_USAGE
-        digest = hash_file(args.file)
+    try:
+        digest = _hash(args.file) if args.file else None
+    except InputError as exc:
+        err(str(exc))
+        return EXIT_USAGE
     verdict = check(data, genesis, digest)
     if args.json:
         print(json.dumps(verdict.to_dict(), ensure_ascii=False))
@@ -388,7 +483,8 @@ def _write_case_report(args: Any, caller: str, doc: dict) -> int:
         client.close()
     page = render(args.case, items, node=args.node, caller=caller, genesis=genesis, genesis_source=source,
                   access_record=doc.get("access_record"))
-    Path(args.report).write_text(page, encoding="utf-8")
+    if not _write(args.report, page):
+        return EXIT_USAGE
     bad = sum(1 for i in items if i["status"] != "valid")
     err("wrote %s: %d item(s), %d with a valid receipt" % (args.report, len(items), len(items) - bad))
     return EXIT_OK
