@@ -10,8 +10,10 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -75,16 +77,31 @@ def api_of(doc: dict, name: str) -> str:
     return next(n["api"] for n in doc["nodes"] if n["name"] == name)
 
 
+def _garbage_to_every_peer_port(folder: Path) -> int:
+    """Connect to each node's peer port and send what no member would: returns the connections made."""
+    from runtime.config import load_config
+
+    sent = 0
+    for config_path in sorted((folder / "nodes").glob("*/node.toml")):
+        listen = load_config(config_path).peer.listen
+        for payload in (b"\xff" * 64, b"\x00\x00\x00\x05hello", b"GET / HTTP/1.1\r\n\r\n", os.urandom(4096)):
+            with socket.create_connection((listen.host, listen.port), timeout=5) as conn:
+                conn.sendall(payload)
+                sent += 1
+    return sent
+
+
 def test_deposits_through_any_node_commit_and_verify_on_every_node(consortium, tmp_path):
     folder, doc = consortium
     key = client_key(doc, "depositor")
+    assert _garbage_to_every_peer_port(folder) == 4 * len(doc["nodes"])  # the nodes must not notice
     files = []
-    for i in range(3):
+    for i in range(len(doc["nodes"])):
         path = tmp_path / ("evidence-%d.txt" % i)
         path.write_text("证据 %d\n" % i, encoding="utf-8")
         files.append(path)
     codes = []
-    for node, path in zip(doc["nodes"], files):  # one deposit through each of three different nodes
+    for node, path in zip(doc["nodes"], files):  # one deposit through each node, the observer included
         result = run_cli("deposit", str(path), "--node", node["api"], "--key", key, "--category", "e-contract",
                          "--wait", "--json")
         assert result.returncode == 0, result.stderr
@@ -141,18 +158,49 @@ def _restart(folder: Path, name: str) -> subprocess.Popen:
     return proc
 
 
-def test_primary_killed_others_change_view_and_it_catches_up(consortium):
+class _Stream(threading.Thread):
+    """Single deposits to one node, one after another, until stopped; keeps every accepted code."""
+
+    def __init__(self, api: str, key_path: str, tag: str):
+        super().__init__(daemon=True)
+        self.api, self.identity, self.tag = api, load_key_file(key_path), tag
+        self.codes: list[str] = []
+        self.refused: list[str] = []  # e.g. 503 while the view changes: the client would retry
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        with EvledgerClient(self.api, key_file=self.identity, timeout=10) as client:
+            i = 0
+            while not self.stop.is_set():
+                i += 1
+                digest = hashlib.sha256(("%s-%d" % (self.tag, i)).encode()).digest()
+                records = build_deposits([digest], self.identity.name, self.identity.key, client.chain_id)
+                try:
+                    self.codes.append(client.deposit(records)[0]["code"])
+                except ClientError as exc:
+                    self.refused.append(str(exc))
+                self.stop.wait(0.02)
+
+
+def test_primary_killed_during_a_stream_others_change_view_and_it_catches_up(consortium):
     folder, doc = consortium
     key = client_key(doc, "depositor")
     backup_api = api_of(doc, "court-node")
     primary = status(backup_api)["primary"]
     other = next(n["api"] for n in doc["nodes"] if n["name"] not in (primary,) and n["role"] == "validator")
-    _stream(other, key, 20, "before")
-    wait_for(lambda: status(other)["height"] >= 1, 20, "first commits")
-    _kill(folder, primary, signal.SIGKILL)
-    codes = _stream(other, key, 20, "after")
-    with EvledgerClient(other) as client:
-        client.wait_committed(codes, timeout=60)
+    stream = _Stream(other, key, "stream")
+    stream.start()
+    try:
+        wait_for(lambda: len(stream.codes) >= 20 and status(other)["height"] >= 1, 30, "the stream's first commits")
+        at_kill = len(stream.codes)
+        _kill(folder, primary, signal.SIGKILL)  # mid-stream: some deposits are in flight to the primary
+        wait_for(lambda: len(stream.codes) >= at_kill + 20, 30, "deposits accepted after the kill")
+    finally:
+        stream.stop.set()
+        stream.join(15)
+    with EvledgerClient(other) as client:  # every deposit the node accepted, before and after the kill
+        heights = client.wait_committed(stream.codes, timeout=60)
+    assert len(heights) == len(stream.codes)
     new_status = status(other)
     assert new_status["view"] >= 1 and new_status["primary"] != primary
     proc = _restart(folder, primary)
@@ -160,7 +208,7 @@ def test_primary_killed_others_change_view_and_it_catches_up(consortium):
         head = lambda api: (status(api)["height"], status(api)["last_block_hash"])  # noqa: E731
         wait_for(lambda: head(api_of(doc, primary)) == head(other), 60, "the restarted primary to reach the same head")
         with EvledgerClient(api_of(doc, primary)) as client:
-            assert client.get_deposit(codes[-1])["state"] == "committed"
+            assert client.get_deposit(stream.codes[-1])["state"] == "committed"
     finally:
         if proc.poll() is None:
             proc.terminate()
@@ -180,26 +228,28 @@ def test_backup_restarted_and_wiped_node_resynchronise(consortium):
     second = _stream(entry_api, key, 5, "two")
     with EvledgerClient(entry_api) as client:
         client.wait_committed(second, timeout=30)
-    proc = _restart(folder, backup)
+    procs = [_restart(folder, backup)]
     try:
         head = status(entry_api)
         wait_for(lambda: status(api_of(doc, backup))["last_block_hash"] == head["last_block_hash"], 60,
                  "restarted backup to reach the same head")
+        # Wipe a validator's data folder, then the observer's: each must resynchronise from its peers.
+        for name in (backup, "observer-1"):
+            _kill(folder, name, signal.SIGTERM)
+            shutil.rmtree(folder / "nodes" / name / "data")
+            procs.append(_restart(folder, name))
+            wait_for(lambda: status(api_of(doc, name))["last_block_hash"] == status(entry_api)["last_block_hash"],
+                     60, "wiped %s to resynchronise" % name)
+            with EvledgerClient(api_of(doc, name)) as client:
+                assert all(client.get_deposit(c)["state"] == "committed" for c in first + second)
+        third = _stream(entry_api, key, 5, "three")  # and the wiped validator follows what comes next
+        with EvledgerClient(api_of(doc, backup)) as client:
+            client.wait_committed(third, timeout=30)
     finally:
-        proc.terminate()
-        proc.wait(15)
-    # Wipe the observer's data folder: it must resynchronise from its peers.
-    _kill(folder, "observer-1", signal.SIGTERM)
-    shutil.rmtree(folder / "nodes" / "observer-1" / "data")
-    proc = _restart(folder, "observer-1")
-    try:
-        wait_for(lambda: status(api_of(doc, "observer-1"))["height"] >= head["height"], 60,
-                 "wiped observer to resynchronise")
-        with EvledgerClient(api_of(doc, "observer-1")) as client:
-            assert all(client.get_deposit(c)["state"] == "committed" for c in first + second)
-    finally:
-        proc.terminate()
-        proc.wait(15)
+        for proc in procs:
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait(15)
 
 
 def test_receipt_from_one_node_verifies_offline_and_names_a_tamper(consortium, tmp_path):
