@@ -184,7 +184,7 @@ class Node:
         await self.transport.start()
         api = Api(NodeService(self), public_rate_per_s=self.config.api.public_rate_per_s,
                   max_body_bytes=self.config.api.max_body_bytes)
-        self._runner = web.AppRunner(api.app(), access_log=None)
+        self._runner = api.runner(access_log=None)  # malformed HTTP answered as JSON (runtime/http_api.py)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.api.listen.host, self.config.api.listen.port,
                            reuse_address=True)

@@ -9,6 +9,15 @@ in ``docs/api.md``.  A handler never lets an exception escape as an HTML page:
 the middleware turns anything unexpected into ``500 internal_error`` (logged
 without request data) and the node keeps serving.
 
+A request aiohttp's parser refuses (a header over 8 KiB, a header line without a
+colon, ``Content-Length: abc``, a garbage request line) never reaches the app or its
+middleware: aiohttp answers it from its connection handler.  :meth:`Api.runner`
+gives that handler the contract's shape too (``400 malformed_http``), and the
+logger the app hands aiohttp (:class:`_ServerLog`) turns aiohttp's traceback of
+such a request, which quotes up to 100 of its bytes, into a count in
+``evledger_rejected_inputs_total`` and one short warning per 10 s naming the kind
+of fault only.
+
 Who may call what: public reads (status, deposit views, verify, receipts, the
 OpenAPI document) need no identity and are rate-limited per client address;
 writes and member reads need a signed request (``runtime.auth``).  Request
@@ -19,15 +28,21 @@ from __future__ import annotations
 
 import json
 import logging
+import re
+import sys
 import time
-from typing import Callable, Protocol
+from typing import Any, Callable, Protocol
 
 from aiohttp import web
+from aiohttp.http_exceptions import (BadHttpMethod, BadStatusLine, ContentEncodingError, HttpProcessingError,
+                                     InvalidHeader, InvalidURLError, LineTooLong)
 
 from ledger.codes import parse_code
 from ledger.errors import CodeError
 
+from .auth import HEADERS as AUTH_HEADERS
 from .auth import AuthError, RequestVerifier
+from .connection import RateLimitedLog
 from .metrics import Counter, Histogram, Registry
 from .openapi import OPENAPI
 from .web_routes import add_web_routes
@@ -36,8 +51,14 @@ log = logging.getLogger("evledger.http")
 
 MSGPACK = "application/msgpack"
 CALLER_ROLES = frozenset({"court", "procuratorate", "arbitration", "notary"})
+DEPOSITOR = frozenset({"depositor"})
 PUBLIC_BURST = 100
 MAX_WAIT_MS = 30_000  # the longest a deposit view waits for its code to commit
+MALFORMED_HTTP = "malformed_http"  # the error code of a request that is not valid HTTP/1.1
+FAULT_LOG_WINDOW_S = 10.0  # at most one log line about malformed requests per window
+# aiohttp's parser messages start with a fixed reason ("Invalid header token") and then quote
+# the request's bytes; only a reason of this shape is repeated to the client.
+_SAFE_REASON = re.compile(r"[A-Za-z][A-Za-z0-9 ,.'-]{0,99}")
 
 
 class ApiFailure(Exception):
@@ -111,9 +132,11 @@ class Api:
         self.latency = reg.add(Histogram("evledger_http_request_seconds", "HTTP request latency", ("route",)))
         self.rejected = reg.add(Counter("evledger_rejected_inputs_total", "Requests refused, by error code",
                                         ("code",)))
+        self.fault_log = RateLimitedLog(burst=1, window=FAULT_LOG_WINDOW_S, logger=log, what="malformed HTTP")
 
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[self._middleware], client_max_size=self.max_body)
+        app = web.Application(middlewares=[self._middleware], client_max_size=self.max_body,
+                              handler_args={"logger": _ServerLog(self._peer_fault)})
         routes = [
             ("GET", "/v1/status", self.status, True),
             ("POST", "/v1/deposits", self.post_deposits, False),
@@ -130,6 +153,18 @@ class Api:
             app.router.add_route(method, path, self._public(handler) if public else handler)
         add_web_routes(app)  # GET / (the litigant's page) and /assets/{name}
         return app
+
+    def runner(self, **kwargs: Any) -> web.AppRunner:
+        """A ``web.AppRunner`` for :meth:`app` (``kwargs`` as for it) whose connections answer a
+        request aiohttp cannot parse with the JSON error ``400 malformed_http``, not plain text."""
+        return _ApiRunner(self.app(), self._peer_fault, **kwargs)
+
+    def _peer_fault(self, fault: BaseException) -> None:
+        """A request aiohttp's parser refused (counted here) or a body it could not decode
+        (counted by the middleware when a handler refuses it): one short warning, rate-limited."""
+        if isinstance(fault, HttpProcessingError):
+            self.rejected.inc(MALFORMED_HTTP)
+        self.fault_log.warning(time.monotonic(), "refused a malformed HTTP request (%s)", type(fault).__name__)
 
     # ------------------------------------------------------------ plumbing
 
@@ -175,10 +210,18 @@ class Api:
 
         return limited
 
-    async def _body(self, request: web.Request) -> bytes:
+    def _check_size(self, request: web.Request) -> None:
         if request.content_length is not None and request.content_length > self.max_body:
             raise ApiFailure(413, "too_large", "request body exceeds %d bytes" % self.max_body)
-        return await request.read()
+
+    async def _body(self, request: web.Request) -> bytes:
+        self._check_size(request)
+        try:
+            return await request.read()
+        except web.RequestPayloadError as exc:  # chunked framing or Content-Encoding aiohttp cannot decode
+            raise ApiFailure(400, MALFORMED_HTTP, "the body cannot be read: %s" % _malformed(exc.__cause__)) from None
+        except ConnectionResetError:  # the client closed the connection before the body was complete
+            raise ApiFailure(400, MALFORMED_HTTP, "the connection closed before the whole body arrived") from None
 
     async def _signed(self, request: web.Request, body: bytes, roles: frozenset[str] | None) -> str:
         caller = self.service.verifier.verify(request.method, request.raw_path, body, request.headers,
@@ -191,8 +234,13 @@ class Api:
         return web.json_response(self.service.status())
 
     async def post_deposits(self, request: web.Request) -> web.Response:
+        self._check_size(request)
+        if not all(name in request.headers for name in AUTH_HEADERS):
+            # docs/auth.md check 1 fails whatever the body: the verifier refuses (unsigned, or
+            # malformed_auth for a repeated header) before up to max_body bytes are read and hashed
+            await self._signed(request, b"", DEPOSITOR)
         body = await self._body(request)
-        caller = await self._signed(request, body, frozenset({"depositor"}))
+        caller = await self._signed(request, body, DEPOSITOR)
         status, doc = self.service.submit_deposits(body, request.content_type, caller)
         return web.json_response(doc, status=status)
 
@@ -303,3 +351,109 @@ def _code_of(response: web.StreamResponse) -> str:
     except Exception:
         return "http_%d" % response.status
 
+
+def _malformed(exc: BaseException | None) -> str:
+    """What is wrong with a request aiohttp could not parse, for the client, without its bytes."""
+    if isinstance(exc, LineTooLong):
+        limit = exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], int) else None
+        return "the request line or a header field is too long" + (" (over %d bytes)" % limit if limit else "")
+    if isinstance(exc, BadHttpMethod):
+        return "the request line does not start with an HTTP method (this port speaks plain HTTP/1.1)"
+    if isinstance(exc, BadStatusLine):
+        return "the request line is not 'METHOD target HTTP/1.1'"
+    if isinstance(exc, InvalidURLError):
+        return "the request target is not a valid URL"
+    if isinstance(exc, InvalidHeader):
+        return "a header has an empty name or a forbidden character"
+    if isinstance(exc, ContentEncodingError):
+        return "the body does not decode as its Content-Encoding says"
+    reason = exc.message.split(":\n", 1)[0].strip() if isinstance(exc, HttpProcessingError) else ""
+    return "not valid HTTP/1.1" + (" (%s)" % reason if _SAFE_REASON.fullmatch(reason) else "")
+
+
+def _fault_of(exc_info: object) -> BaseException | None:
+    """The request's fault, if a log call's ``exc_info`` is one (a parse or body-decoding error)."""
+    if exc_info is True:
+        exc_info = sys.exc_info()
+    exc = exc_info[1] if isinstance(exc_info, tuple) else exc_info
+    return exc if isinstance(exc, (HttpProcessingError, web.RequestPayloadError)) else None
+
+
+class _ServerLog(logging.LoggerAdapter):
+    """The logger the app gives aiohttp's connection handlers (``handler_args``).
+
+    aiohttp logs a request it cannot parse, and a body it cannot decode, with a
+    traceback whose message quotes up to 100 bytes of the request.  Those are the
+    peer's faults: they go to ``on_fault`` (a count and a rate-limited line naming the
+    kind of fault) and never to a log handler.  Every other call reaches
+    ``aiohttp.server`` unchanged.
+    """
+
+    def __init__(self, on_fault: Callable[[BaseException], None]):
+        super().__init__(logging.getLogger("aiohttp.server"), {})
+        self.on_fault = on_fault
+
+    def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
+        fault = _fault_of(kwargs.get("exc_info"))
+        if fault is None:
+            super().log(level, msg, *args, **kwargs)
+        else:
+            self.on_fault(fault)
+
+
+class _ApiRequestHandler(web.RequestHandler):
+    """aiohttp's connection handler, answering a request it cannot parse in the contract's shape.
+
+    aiohttp calls ``handle_error`` for such a request without running the app (so no
+    middleware sees it); its own answer is plain text quoting the request's bytes.
+    Every other error keeps aiohttp's handling.
+    """
+
+    __slots__ = ("on_fault",)
+
+    def handle_error(self, request: web.BaseRequest, status: int = 500, exc: BaseException | None = None,
+                     message: str | None = None) -> web.StreamResponse:
+        if not isinstance(exc, HttpProcessingError):
+            return super().handle_error(request, status, exc, message)
+        self.on_fault(exc)
+        response = error_response(400, MALFORMED_HTTP, _malformed(exc))
+        response.force_close()  # the parser cannot find where the next request would start
+        return response
+
+
+class _ApiServer(web.Server):
+    """The app's ``web.Server``, rebuilt to make :class:`_ApiRequestHandler` connections.
+
+    aiohttp builds the app's server itself (``AppRunner`` -> ``Application._make_handler``)
+    and keeps the connection settings (limits, logger, timeouts) only in the server's
+    ``_kwargs``; this mirrors ``web.Server.__call__`` (aiohttp 3.14) with the subclass.
+    ``tests/unit/test_http_parse_errors.py`` fails if a new aiohttp changes that.
+    """
+
+    def __init__(self, plain: web.Server, on_fault: Callable[[BaseException], None]):
+        super().__init__(plain.request_handler, request_factory=plain.request_factory,
+                         handler_cancellation=plain.handler_cancellation, **plain._kwargs)
+        self.on_fault = on_fault
+
+    def __call__(self) -> web.RequestHandler:
+        handler = _ApiRequestHandler(self, loop=self._loop, **self._kwargs)
+        handler.on_fault = self.on_fault
+        return handler
+
+
+class _ApiRunner(web.AppRunner):
+    """``web.AppRunner`` serving the app through :class:`_ApiServer` (see :meth:`Api.runner`)."""
+
+    __slots__ = ("_on_fault",)
+
+    def __init__(self, app: web.Application, on_fault: Callable[[BaseException], None], **kwargs: Any):
+        super().__init__(app, **kwargs)
+        self._on_fault = on_fault
+
+    async def _make_server(self) -> web.Server:
+        plain = await super()._make_server()
+        try:
+            return _ApiServer(plain, self._on_fault)
+        except (AttributeError, TypeError) as exc:  # an aiohttp whose Server is built otherwise: plain text
+            log.warning("malformed requests get aiohttp's plain-text 400 (this aiohttp: %s)", exc)
+            return plain

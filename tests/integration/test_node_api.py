@@ -192,6 +192,27 @@ def test_openapi_describes_exactly_the_served_routes(node):
             assert op.get("responses"), path
 
 
+def test_requests_that_are_not_http_get_the_json_error_and_no_log_of_their_bytes(node):
+    parts = urlsplit(node["api"])
+    secret = b"SECRET-IN-A-BROKEN-HEADER"
+    for request in (b"GET /v1/status HTTP/1.1\r\nHost: x\r\n" + secret + b"\r\n\r\n",
+                    b"POST /v1/deposits HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
+                    b"GET /v1/status HTTP/1.1\r\nX-Long: " + b"a" * 9000 + b"\r\n\r\n",
+                    b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + secret):
+        with socket.create_connection((parts.hostname, parts.port), timeout=10) as conn:
+            conn.sendall(request)
+            answer = b""
+            while chunk := conn.recv(65536):
+                answer += chunk
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.split(b" ", 2)[1] == b"400" and b"application/json" in head.lower(), answer[:300]
+        assert json.loads(body)["error"]["code"] == "malformed_http" and secret not in body
+    status, _, _ = raw(node["api"], "GET", "/v1/status")
+    assert status == 200
+    logs = "".join(p.read_text(errors="replace") for p in (node["folder"] / "nodes").glob("*/node.log"))
+    assert "SECRET-IN-A-BROKEN-HEADER" not in logs and "refused a malformed HTTP request" in logs
+
+
 def test_garbage_on_the_peer_port_does_not_disturb_the_node(node):
     from runtime.config import load_config
 
