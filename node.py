@@ -183,7 +183,7 @@ class Node:
                                    is_primary=lambda: self.replica.is_primary())
         await self.transport.start()
         api = Api(NodeService(self), public_rate_per_s=self.config.api.public_rate_per_s,
-                  max_body_bytes=self.config.api.max_body_bytes)
+                  max_body_bytes=self.config.api.max_body_bytes, trusted_proxies=self.config.api.trusted_proxies)
         self._runner = api.runner(access_log=None)  # malformed HTTP answered as JSON (runtime/http_api.py)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.api.listen.host, self.config.api.listen.port,

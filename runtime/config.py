@@ -33,6 +33,9 @@ Keys (``*`` = required; ranges are inclusive)::
                          endpoints; default 50, range 0 < r <= 1,000,000 (integer or float)
     max_body_bytes       largest request body accepted; default 8 MiB (8,388,608),
                          range 1 KiB .. 256 MiB
+    trusted_proxies      IP addresses of reverse proxies whose X-Forwarded-For names
+                         the client (runtime/client_address.py); default [] (none),
+                         at most 64
 
     [peer]       consensus traffic between nodes
     listen*              "host:port" to bind, e.g. "127.0.0.1:7301"
@@ -72,6 +75,8 @@ from ledger.errors import GenesisError, InputError, KeyFileError
 from ledger.genesis import NODE_ROLES, Genesis, Member, load_genesis
 from ledger.jsondoc import _PEER_RE, DocError, _address, _name, _short
 
+from .client_address import normalise
+
 __all__ = [
     "KEYS",
     "LOG_LEVELS",
@@ -94,6 +99,7 @@ MAX_CONFIG_BYTES = 64 * 1024
 LOG_LEVELS = ("debug", "info", "warning", "error")
 _KiB = 1024
 _MiB = 1024 * 1024
+MAX_TRUSTED_PROXIES = 64
 
 
 class ConfigError(InputError):
@@ -113,7 +119,7 @@ class Setting:
 
     section: str
     name: str
-    kind: str  # "name" | "path" | "address" | "int" | "number" | "level" | "bool"
+    kind: str  # "name" | "path" | "address" | "int" | "number" | "level" | "bool" | "ips"
     default: Any = _REQUIRED
     lo: float | None = None
     hi: float | None = None
@@ -135,6 +141,7 @@ KEYS: tuple[Setting, ...] = (
     Setting("api", "listen", "address"),
     Setting("api", "public_rate_per_s", "number", 50, 0, 1_000_000),
     Setting("api", "max_body_bytes", "int", 8 * _MiB, _KiB, 256 * _MiB),
+    Setting("api", "trusted_proxies", "ips", [], 0, MAX_TRUSTED_PROXIES),
     Setting("peer", "listen", "address"),
     Setting("pool", "max_pending", "int", 200_000, 1, 100_000_000),
     Setting("pool", "per_client_pending", "int", 50_000, 1, 100_000_000),
@@ -165,6 +172,7 @@ class ApiConfig:
     listen: Address
     public_rate_per_s: float = 50.0
     max_body_bytes: int = 8 * _MiB
+    trusted_proxies: frozenset[str] = frozenset()  # canonical IP texts
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,6 +278,8 @@ def _value(setting: Setting, value: Any, base_dir: Path) -> Any:
         if value not in LOG_LEVELS:
             raise _err(where, "unknown level %r (valid: %s)" % (_short(value), ", ".join(LOG_LEVELS)))
         return value
+    if kind == "ips":
+        return _ips(setting, value)
     if kind == "name":
         return _name(value, where)
     if kind == "address":
@@ -284,6 +294,22 @@ def _value(setting: Setting, value: Any, base_dir: Path) -> Any:
         path = Path(value).expanduser()
         return Path(os.path.abspath(path if path.is_absolute() else base_dir / path))
     raise AssertionError("unknown setting kind %r" % kind)
+
+
+def _ips(setting: Setting, value: Any) -> frozenset[str]:
+    """A list of IP addresses, as their canonical texts."""
+    if not isinstance(value, (list, tuple)):
+        raise _err(setting.path, "expected a list of IP addresses, got %s" % _ttype(value))
+    if len(value) > setting.hi:
+        raise _err(setting.path, "%d addresses exceed the limit of %d" % (len(value), setting.hi))
+    out = set()
+    for i, text in enumerate(value):
+        address = normalise(text) if isinstance(text, str) else None
+        if address is None:
+            raise _err("%s[%d]" % (setting.path, i), "%r is not an IP address (e.g. 127.0.0.1 or ::1)"
+                       % (_short(text) if isinstance(text, str) else text))
+        out.add(address)
+    return frozenset(out)
 
 
 def _section(doc: Mapping[str, Any], section: str) -> dict[str, Any]:

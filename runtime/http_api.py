@@ -42,6 +42,7 @@ from ledger.errors import CodeError
 
 from .auth import HEADERS as AUTH_HEADERS
 from .auth import AuthError, RequestVerifier
+from .client_address import client_address, is_loopback
 from .connection import RateLimitedLog
 from .metrics import Counter, Histogram, Registry
 from .openapi import OPENAPI
@@ -124,9 +125,11 @@ def parse_code_param(text: str) -> bytes:
 class Api:
     """Builds the aiohttp application for one node."""
 
-    def __init__(self, service: Service, *, public_rate_per_s: float, max_body_bytes: int):
+    def __init__(self, service: Service, *, public_rate_per_s: float, max_body_bytes: int,
+                 trusted_proxies: frozenset[str] = frozenset()):
         self.service = service
         self.max_body = max_body_bytes
+        self.trusted_proxies = trusted_proxies  # canonical IP texts (runtime/client_address.py)
         self.limiter = _RateLimiter(public_rate_per_s)
         reg = service.registry
         self.latency = reg.add(Histogram("evledger_http_request_seconds", "HTTP request latency", ("route",)))
@@ -202,13 +205,17 @@ class Api:
 
     def _public(self, handler: Callable) -> Callable:
         async def limited(request: web.Request) -> web.StreamResponse:
-            wait = self.limiter.allow(request.remote or "?", time.monotonic())
+            wait = self.limiter.allow(self.client(request), time.monotonic())
             if wait:
                 raise ApiFailure(429, "rate_limited", "too many requests from this address; retry later",
                                  retry_after=max(1, int(wait + 0.999)))
             return await handler(request)
 
         return limited
+
+    def client(self, request: web.Request) -> str:
+        """The request's client address: the TCP peer, or the client a trusted proxy names."""
+        return client_address(request.remote, request.headers, self.trusted_proxies)
 
     def _check_size(self, request: web.Request) -> None:
         if request.content_length is not None and request.content_length > self.max_body:
@@ -251,7 +258,7 @@ class Api:
         if "X-Evledger-Signature" in request.headers:  # a caller asking for the full record
             caller = await self._signed(request, b"", CALLER_ROLES)
         if wait_ms:
-            await self.service.wait_committed(code_key, wait_ms / 1000, request.remote or "?")
+            await self.service.wait_committed(code_key, wait_ms / 1000, self.client(request))
         if caller is not None:
             return web.json_response(self.service.full_deposit_view(code_key, caller))
         return web.json_response(self.service.deposit_view(code_key))
@@ -307,8 +314,7 @@ class Api:
         return web.json_response(OPENAPI)
 
     async def metrics(self, request: web.Request) -> web.Response:
-        remote = request.remote or ""
-        if not (remote.startswith("127.") or remote == "::1"):
+        if not is_loopback(self.client(request)):
             await self._signed(request, b"", frozenset({"validator", "observer"}))
         return web.Response(text=self.service.registry.render(), content_type="text/plain",
                             headers={"X-Content-Type-Options": "nosniff"})

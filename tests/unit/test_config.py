@@ -303,6 +303,8 @@ def test_the_example_sets_every_key_to_its_default():
 def _shown(default) -> str:
     if isinstance(default, str):
         return '"%s"' % default
+    if isinstance(default, list):
+        return "[%s]" % ", ".join(default)
     return "8 MiB (8,388,608)" if default == 8 * 1024 * 1024 else "{:,}".format(default)
 
 
@@ -323,3 +325,12 @@ def test_the_example_genesis_validators_load_with_a_real_key(tmp_path):
     write_key_file(tmp_path / "court-node.key", "court-node", SecretKey.generate())
     # The right member, but not its (discarded) example key: refused as the wrong key.
     expect_error(tmp_path / "node.toml", "node.key", "public key")
+
+
+def test_trusted_proxies_are_ip_addresses(consortium):
+    edit(consortium, "[api]\n", '[api]\ntrusted_proxies = ["127.0.0.1", "::1", "10.0.0.5"]\n')
+    assert load_node(consortium).config.api.trusted_proxies == frozenset({"127.0.0.1", "::1", "10.0.0.5"})
+    edit(consortium, '"10.0.0.5"', '"proxy.example"')
+    expect_error(consortium, "api.trusted_proxies[2]", "not an IP address")
+    edit(consortium, '["127.0.0.1", "::1", "proxy.example"]', '"127.0.0.1"')
+    expect_error(consortium, "api.trusted_proxies", "expected a list")

@@ -322,3 +322,45 @@ def test_other_aiohttp_log_calls_pass_through_unchanged(caplog):
     assert faults and isinstance(faults[0], InvalidHeader)
     (record,) = caplog.records
     assert record.name == "aiohttp.server" and record.exc_info[0] is ValueError
+
+
+@pytest.mark.parametrize("trusted, forwarded, expected", [
+    (frozenset(), "198.51.100.7", 200),  # no proxy configured: the loopback peer is the client
+    (frozenset({"127.0.0.1"}), "198.51.100.7", 401),  # a proxy names an outside client: it must sign
+    (frozenset({"127.0.0.1"}), None, 401),  # a trusted proxy naming nobody is never loopback
+    (frozenset({"127.0.0.1"}), "127.0.0.2", 200),  # a client on the host itself, through the proxy
+])
+def test_metrics_behind_a_trusted_proxy_answer_loopback_clients_only(trusted, forwarded, expected):
+    api = Api(_Service(), public_rate_per_s=1000, max_body_bytes=MAX_BODY, trusted_proxies=trusted)
+
+    async def scenario():
+        async with serving(api) as port:
+            header = b"" if forwarded is None else b"X-Forwarded-For: " + forwarded.encode() + b"\r\n"
+            raw = await exchange(port, b"GET /metrics HTTP/1.1\r\nHost: n1\r\n" + header + b"Connection: close\r\n\r\n")
+            return parse(raw)
+
+    status, _, body = asyncio.run(scenario())
+    assert status == expected, body
+    if expected == 401:
+        assert json.loads(body)["error"]["code"] == "unsigned"
+
+
+def test_each_client_behind_a_trusted_proxy_has_its_own_rate_limit():
+    api = Api(_Service(), public_rate_per_s=0.001, max_body_bytes=MAX_BODY, trusted_proxies=frozenset({"127.0.0.1"}))
+
+    async def get(client: str) -> int:
+        raw = await exchange(port_box[0], b"GET /v1/status HTTP/1.1\r\nHost: n1\r\nX-Forwarded-For: "
+                             + client.encode() + b"\r\nConnection: close\r\n\r\n")
+        return parse(raw)[0]
+
+    port_box: list[int] = []
+
+    async def scenario():
+        async with serving(api) as port:
+            port_box.append(port)
+            first = [await get("198.51.100.7") for _ in range(120)]  # the burst is 100
+            return first, await get("198.51.100.8")
+
+    first, other = asyncio.run(scenario())
+    assert first.count(200) == 100 and first[-1] == 429
+    assert other == 200  # another client behind the same proxy is not held back
