@@ -230,8 +230,18 @@ class EvledgerClient:
         return results
 
     def get_deposit(self, code: DepositCode | str) -> dict:
-        """The deposit's record: the public view, or the full one if this client's member may see it."""
-        return self.request("GET", "/v1/deposits/" + quote(_code_text(code), safe="-"), signed=None)
+        """The deposit's record: the public view, or the full one if this client's member may see it.
+
+        With a key, the request is signed, which asks for the full record; a member
+        whose role may not see it (a depositor) is refused, and gets the public view.
+        """
+        path = "/v1/deposits/" + quote(_code_text(code), safe="-")
+        try:
+            return self.request("GET", path, signed=None)
+        except ApiError as exc:
+            if exc.status == 403 and exc.code == "not_permitted" and self._key is not None:
+                return self.request("GET", path, signed=False)
+            raise
 
     def verify(self, code: DepositCode | str, digest: bytes | str) -> dict:
         """One-click retrieval: does ``digest`` match the deposit ``code``?"""

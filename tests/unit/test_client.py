@@ -109,6 +109,11 @@ class FakeNode:
         except CodeError as err:
             return self.error(400, "malformed_code", str(err))
         self.waits.append(request.query.get("wait_ms"))
+        if "X-Evledger-Signature" in request.headers:  # asks for the full record: callers only
+            try:
+                self.auth(request, b"", ("court", "procuratorate", "arbitration", "notary"))
+            except AuthError as err:
+                return self.error(err.status, err.code, err.message)
         if self.limited:
             self.limited -= 1
             response = self.error(429, "rate_limited", "too many requests from this address")
@@ -404,3 +409,13 @@ def test_build_deposits_checks_digests():
         build_deposits(["zz" * 32], "shop-a", SHOP, CHAIN)
     same = build_deposits(["AB" * 32], "shop-a", SHOP, CHAIN, client_time=1)
     assert same == build_deposits([b"\xab" * 32], "shop-a", SHOP, CHAIN, client_time=1)
+
+
+def test_a_depositor_reading_its_deposit_gets_the_public_view(node):
+    records = build_deposits([hashlib.sha256(b"mine").digest()], "shop-a", SHOP, CHAIN, client_time=now_ms())
+    with shop(node) as client:
+        code = client.deposit(records)[0]["code"]
+        before = len(node.seen)
+        view = client.get_deposit(code)  # signed (the client has a key): refused as not a caller, then public
+    assert view["code"] == code and view["depositor"] == "shop-a"
+    assert [path.startswith("/v1/deposits/") for path, _ in node.seen[before:]] == [True]  # one signed try

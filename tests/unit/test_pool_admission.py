@@ -68,7 +68,8 @@ def _service(pool=None, role="validator", store=None, view=0, primary="v1") -> t
     replica = SimpleNamespace(view=view, primary=lambda: primary)
     transport = SimpleNamespace(connected=lambda: set())
     node = _Node(chain_id=RULES.chain_id, genesis=GENESIS, name="v2", role=role, verifier=None, registry=None,
-                 store=store or MemoryStore(), pool=pool or _pool(), replica=replica, transport=transport,
+                 store=store if store is not None else MemoryStore(), pool=pool if pool is not None else _pool(),
+                 replica=replica, transport=transport,
                  setup=None, version="test", steps=[], forwarded=[])
     return NodeService(node), node
 
@@ -129,3 +130,14 @@ def test_client_request_steps_only_for_admitted_requests():
                                              "shop")
     assert status == 202 and answer["deposits"][0]["state"] == "pending"
     assert [type(e) for e in node.steps] == [io.ClientRequest] and node.forwarded == [record]
+
+
+@pytest.mark.parametrize("limits, status, code", [({"per_client": 1}, 429, "rate_limited"),
+                                                   ({"max_pending": 1}, 503, "busy")])
+def test_a_full_pool_answers_with_retry_after_and_admits_nothing(limits, status, code):
+    service, node = _service(pool=_pool(**limits))
+    body = encode(["deposit-request", 1, [deposit(2, start=1000).wire()]])
+    with pytest.raises(ApiFailure) as err:
+        service.submit_deposits(body, "application/msgpack", "shop")
+    assert (err.value.status, err.value.code) == (status, code) and err.value.retry_after >= 1
+    assert len(node.pool) == 0 and node.steps == [] and node.forwarded == []
