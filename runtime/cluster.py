@@ -253,11 +253,18 @@ def node_toml(who: Institution, node: Node) -> str:
         if s.path in values:
             lines.append("%s = %s" % (s.name, _toml_str(values[s.path])))
         else:
-            default = s.default
-            text = _toml_str(default) if isinstance(default, str) else str(default).lower() \
-                if isinstance(default, bool) else "{:_}".format(default)
-            lines.append("# %s = %s" % (s.name, text))
+            lines.append("# %s = %s" % (s.name, _toml_default(s.default)))
     return "\n".join(lines) + "\n"
+
+
+def _toml_default(default) -> str:
+    if isinstance(default, str):
+        return _toml_str(default)
+    if isinstance(default, bool):
+        return str(default).lower()
+    if isinstance(default, list):
+        return "[%s]" % ", ".join(_toml_str(v) for v in default)
+    return "{:_}".format(default)
 
 
 # What ``cluster init`` writes into genesis beside the format's defaults.  A 25 ms batch

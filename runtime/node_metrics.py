@@ -67,9 +67,10 @@ def register(node: Any) -> None:
                                         "how late the event loop runs a timer (sampled every %g s)" % LAG_PROBE_S))
     node.m_gc = reg.add(Histogram("evledger_gc_pause_seconds", "cyclic garbage collections, by generation",
                                   ("generation",)))
-    reg.add(Gauge("evledger_peer_frames_dropped_total",
-                  "frames to peers dropped (queue full, peer not connected, closing)",
-                  lambda: sum(node.transport.stats.dropped.values()) if node.transport else 0))
+    reg.add(CounterView("evledger_peer_frames_dropped_total",
+                        "frames to peers dropped, by reason: queue_full (the oldest pushed out), "
+                        "not_connected, closed", "reason",
+                        lambda: dict(node.transport.stats.dropped) if node.transport else {}))
 
 
 def _malloc_trim() -> Any:

@@ -73,6 +73,8 @@ class NodeService:
 
     def submit_deposits(self, body: bytes, content_type: str, caller: str) -> tuple[int, dict]:
         records = _decode_deposit_request(body, content_type)
+        if not records:
+            raise ApiFailure(400, "malformed_request", "the request holds no records: nothing to deposit")
         for i, record in enumerate(records):
             if record.entry.signer != caller or not isinstance(record.entry.body, Deposit):
                 raise ApiFailure(403, "not_permitted", "record %d is not a deposit signed by %s" % (i, caller))

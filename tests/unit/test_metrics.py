@@ -48,11 +48,14 @@ def test_peers_connected_counts_validators_and_observers_apart():
 
     links = {"v1", "v3", "obs"}
     node = SimpleNamespace(registry=Registry(), validators=SimpleNamespace(names=("v1", "v2", "v3", "v4")),
-                           transport=SimpleNamespace(connected=lambda: set(links), stats=SimpleNamespace(dropped={})),
+                           transport=SimpleNamespace(connected=lambda: set(links),
+                                                     stats=SimpleNamespace(dropped={"queue_full": 3})),
                            store=None, replica=None, pool=[])
     register(node)
     text = node.registry.render()
     assert "\nevledger_peers_connected 2\n" in text and "\nevledger_observers_connected 1\n" in text
+    assert "# TYPE evledger_peer_frames_dropped_total counter" in text
+    assert 'evledger_peer_frames_dropped_total{reason="queue_full"} 3' in text
     links.discard("v3")
     assert "\nevledger_peers_connected 1\n" in node.registry.render()
 

@@ -141,3 +141,10 @@ def test_a_full_pool_answers_with_retry_after_and_admits_nothing(limits, status,
         service.submit_deposits(body, "application/msgpack", "shop")
     assert (err.value.status, err.value.code) == (status, code) and err.value.retry_after >= 1
     assert len(node.pool) == 0 and node.steps == [] and node.forwarded == []
+
+
+def test_a_request_without_records_is_refused():
+    service, node = _service()
+    with pytest.raises(ApiFailure) as err:
+        service.submit_deposits(encode(["deposit-request", 1, []]), "application/msgpack", "shop")
+    assert (err.value.status, err.value.code) == (400, "malformed_request")
