@@ -284,6 +284,11 @@ def test_court_query_sees_private_fields_and_is_recorded_on_chain(node):
         assert refused.returncode == 1 and "not_permitted" in refused.stderr
     status, _, data = raw(node["api"], "GET", "/v1/cases/x/deposits")  # an anonymous caller too
     assert error_of(status, data) == (403, "not_permitted")
+    # Nothing private reached the node's log: the private field, the members' secret keys.
+    logs = "".join(p.read_text(errors="replace") for p in (node["folder"] / "nodes").glob("*/node.log"))
+    keys = list(node["keys"].values()) + [load_key_file(k) for k in (node["folder"] / "nodes").glob("*/node.key")]
+    secrets = ["110101199001011234"] + [k.key.seed_hex() for k in keys]
+    assert logs and not [s for s in secrets if s in logs]
 
 
 def parse_compact(code: str) -> str:
