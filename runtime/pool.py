@@ -22,9 +22,17 @@ is admitted whole or not at all: when one of its records is rejected, or it does
 not fit, none of its records is admitted (the client is told the request failed,
 so nothing of it may reach the chain).
 
-Forwarded records count against their client's quota here too, so a client that
-sends to every node cannot hold more than its quota at the primary; a forward
-that does not fit is refused (``full``) and its node sends it again later.
+Forwarded records count only against ``max_pending``, not against their client's
+quota here: the node that took a record has already held it to that quota, and a
+forward refused for a quota would leave the records the other validators hold
+unordered, so their progress timers would ask for a view change.  A client may
+therefore hold up to its quota at every node; ``max_pending`` should allow for it
+(``docs/cli.md``).
+
+A resubmission of a committed deposit is answered ``committed`` even after its
+``client_time`` has left the time window: the record is checked as of its own
+``client_time`` (signature, limits, every code on chain), so a late retry is as
+idempotent as an early one.
 """
 
 from __future__ import annotations
@@ -115,12 +123,28 @@ class DepositPool:
         try:
             check_record_keys(self.rules, self.store, record, now_ms)
         except EntryRejected as err:
-            if err.reason == "already_deposited" and keys and all(self.store.has_code(k) for k in keys):
+            if self._committed(record, keys, err):
                 return Outcome(record, "committed", [self.locate_height(k) for k in keys], keys=keys)
             if rid in self.by_request:
                 return Outcome(record, "pending", blank, keys=keys)
             return Outcome(record, "rejected", error=err, keys=keys)
         return Outcome(record, "pending" if rid in self.by_request else "new", blank, keys=keys)
+
+    def _committed(self, record: EntryRecord, keys: tuple[bytes, ...], err: EntryRejected) -> bool:
+        """Whether a refused record is a valid deposit whose every code is on chain: refused as
+        ``already_deposited``, or as outside the time window but ``already_deposited`` when
+        checked as of its own ``client_time`` (every other check passing)."""
+        if not keys or not all(self.store.has_code(k) for k in keys):
+            return False
+        if err.reason == "already_deposited":
+            return True
+        if err.reason != "stale_timestamp" or not isinstance(record.entry.body, Deposit):
+            return False
+        try:
+            check_record_keys(self.rules, self.store, record, record.entry.body.client_time)
+        except EntryRejected as again:
+            return again.reason == "already_deposited"
+        return False
 
     def admit(self, records: Sequence[EntryRecord], now_ms: int) -> list[Outcome]:
         """Check and admit ``records``; raise :class:`PoolFull` (admitting none) if they do not fit.
@@ -167,8 +191,7 @@ class DepositPool:
 
         Returns ``new`` (admitted now), ``pending`` (already here), ``committed``
         (already on chain: a forward that arrived after its block, dropped before
-        any check), ``rejected`` (invalid) or ``full`` (no room here, or its client's
-        quota is used up).  A peer's forward
+        any check), ``rejected`` (invalid) or ``full`` (no room).  A peer's forward
         needs no answer, so unlike a client's submission a committed one is
         recognised by its first code alone, without verifying its signature again.
         """
@@ -179,9 +202,7 @@ class DepositPool:
         outcome = self._check_one(record, now_ms)
         if outcome.state != "new":
             return outcome.state  # committed (every code stored) or rejected
-        items = _items(record)
-        if self.items + items > self.max_pending or \
-                self.client_items.get(record.entry.signer, 0) + items > self.per_client:
+        if self.items + _items(record) > self.max_pending:
             return "full"
         self._add(record, outcome.keys, local=False)
         return "new"

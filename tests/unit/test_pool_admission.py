@@ -14,7 +14,7 @@ from ledger.state import Rules, deposit_code_keys
 from runtime.http_api import ApiFailure
 from runtime.pool import DepositPool, PoolFull
 from runtime.service import NodeService
-from tests.unit.test_state import GENESIS, KEYS, T, deposit
+from tests.unit.test_state import GENESIS, KEYS, T, WINDOW, deposit
 
 RULES = Rules.from_genesis(GENESIS)
 
@@ -33,13 +33,57 @@ def test_a_request_with_one_rejected_record_admits_none_of_it():
     assert [o.state for o in pool.admit([good], T)] == ["new"] and len(pool) == 2  # alone, it is admitted
 
 
-def test_forwards_count_against_their_clients_quota():
-    pool = _pool(per_client=3)
+def test_forwards_are_held_to_the_pool_not_to_their_clients_quota():
+    """The node that took a record applied the quota; refusing its forward here would leave
+    the records other validators hold unordered (their timers would change the view)."""
+    pool = _pool(per_client=3, max_pending=6)
     assert pool.add_forwarded(deposit(2, start=100), T) == "new"
-    assert pool.add_forwarded(deposit(2, start=200), T) == "full"  # 2 + 2 > 3 for the same client
-    assert pool.add_forwarded(deposit(1, start=300), T) == "new"  # 3: fits exactly
-    assert pool.add_forwarded(deposit(1, start=400, signer="court", key="court"), T) in ("new", "rejected")
-    assert pool.client_items["shop"] == 3
+    assert pool.add_forwarded(deposit(2, start=200), T) == "new"  # 4 > 3 for the same client: still taken
+    assert pool.add_forwarded(deposit(2, start=300, signer="studio"), T) == "new"  # 6: the pool is full
+    assert pool.add_forwarded(deposit(1, start=400, signer="studio"), T) == "full"
+    assert pool.client_items == {"shop": 4, "studio": 2}
+
+
+class _Committed(MemoryStore):
+    """A store that holds some deposits' codes (what the pool asks of it)."""
+
+    def __init__(self, *records):
+        super().__init__()
+        self.stored = {k: 5 for r in records for k in deposit_code_keys(RULES.chain_id, r)}
+
+    def has_code(self, key: bytes) -> bool:
+        return key in self.stored
+
+    def codes_present(self, keys):
+        return [k for k in keys if k in self.stored]
+
+
+def test_a_committed_deposit_resubmitted_after_its_time_window_is_still_committed():
+    old = deposit(2, start=1100)
+    store = _Committed(old)
+    pool = DepositPool(RULES, store, store.stored.get, max_pending=1000, per_client=1000)
+    late = T + 10 * WINDOW  # far outside the client-time window
+    new = deposit(1, start=1200, client_time=late)
+    outcomes = pool.admit([old, new], late)
+    assert [o.state for o in outcomes] == ["committed", "new"] and outcomes[0].heights == [5, 5]
+    assert len(pool) == 1  # the new record is admitted beside the old one
+    forged = deposit(2, start=1100, key="studio", signer="shop")  # not the signature on chain: other codes
+    assert pool.admit([forged], late)[0].state == "rejected"
+
+
+def test_a_stale_deposit_that_is_not_on_chain_is_refused_as_stale():
+    pool = _pool()
+    stale = deposit(1, start=1300)
+    (outcome,) = pool.admit([stale], T + 10 * WINDOW)
+    assert outcome.state == "rejected" and outcome.error.reason == "stale_timestamp" and len(pool) == 0
+
+
+def test_a_request_mixing_pending_and_new_records_admits_the_new_ones():
+    pool = _pool()
+    first = deposit(1, start=1400)
+    pool.admit([first], T)
+    second = deposit(1, start=1500)
+    assert [o.state for o in pool.admit([first, second], T)] == ["pending", "new"] and len(pool) == 2
 
 
 def test_the_pool_names_a_pending_items_record():
