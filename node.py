@@ -153,7 +153,7 @@ class Node:
         self.actions: ActionRunner | None = None  # the replica's actions, carried out in order (runtime/durable.py)
         self._sweep_handle: asyncio.TimerHandle | None = None
         self._sweeps = 0
-        self._peer_warn = RateLimitedLog(logger=log, what="peer")  # a member flooding bad frames floods no log
+        self._peer_warns: dict[str, RateLimitedLog] = {}  # per member: one flooding peer hides no other
         node_metrics.register(self)
         self._lag_probe = node_metrics.LagProbe(self.m_loop_lag)
         self._gc_timer = node_metrics.GcTimer(self.m_gc)
@@ -273,7 +273,15 @@ class Node:
         elif kind in (io.Suspect, io.Dropped):
             self.m_peer_faults.inc(kind.__name__.lower(), action.reason)
             if kind is io.Suspect:
-                self._peer_warn.warning(time.monotonic(), "peer %s suspected: %s", action.peer, action.reason)
+                self._warn_peer(action.peer, "peer %s suspected: %s", action.peer, action.reason)
+
+    def _warn_peer(self, peer: str, msg: str, *args: Any) -> None:
+        """A warning about a member's messages, rate-limited per member (names come from
+        authenticated connections and consensus messages: genesis members only)."""
+        warn = self._peer_warns.get(peer)
+        if warn is None:
+            warn = self._peer_warns[peer] = RateLimitedLog(logger=log, what="%s peer" % peer)
+        warn.warning(time.monotonic(), msg, *args)
 
     def _set_timer(self, deadline: int | None) -> None:
         self._timer.set(None if deadline is None else (deadline - self.now_ms()) / 1000)
@@ -347,7 +355,7 @@ class Node:
                 self.step(io.FetchResult(sender, tuple(blocks)))
         except DecodeError as exc:
             self.m_peer_faults.inc("malformed", exc.reason)
-            self._peer_warn.warning(time.monotonic(), "malformed frame from %s: %s", sender, exc)
+            self._warn_peer(sender, "malformed frame from %s: %s", sender, exc)
 
     def _on_forwarded(self, records: list[EntryRecord]) -> None:
         if self.role != "validator":
@@ -472,5 +480,5 @@ def main(config_path: str) -> int:
     try:
         return asyncio.run(serve(setup))
     except (OSError, StoreError) as exc:  # a port in use, a data folder we may not write, a store in use...
-        log.error("node %s cannot start: %s", setup.config.name, exc)
+        log.error("node %s stopped: %s", setup.config.name, exc)
         return 3

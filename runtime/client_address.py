@@ -10,7 +10,8 @@ bucket.  So a node can name the proxies it trusts (``api.trusted_proxies`` in
 ``node.toml``).  A request whose TCP peer is one of them is attributed to the
 address that proxy appended to ``X-Forwarded-For``: the right-most entry that is not
 itself a trusted proxy (entries further left were written by the client and prove
-nothing).  A request from a trusted proxy without a usable ``X-Forwarded-For`` is
+nothing).  An entry is an IPv4 or IPv6 address, optionally with a port
+(``203.0.113.5:4711``, ``[2001:db8::1]:4711``), as some proxies write it.  A request from a trusted proxy without a usable ``X-Forwarded-For`` is
 attributed to ``UNKNOWN``, which is never loopback, so it gets no ``/metrics``
 without a signature; the header from any other peer is ignored.
 """
@@ -32,6 +33,22 @@ def normalise(text: str) -> str | None:
         return None
 
 
+def _hop(text: str) -> str | None:
+    """One ``X-Forwarded-For`` entry: an address, ``1.2.3.4:port`` or ``[v6]``/``[v6]:port``
+    (some proxies add the client's port), as its canonical address text; ``None`` otherwise."""
+    text = text.strip()
+    if text.startswith("["):
+        inside, bracket, rest = text[1:].partition("]")
+        if not bracket or (rest and not (rest.startswith(":") and rest[1:].isdigit())):
+            return None
+        text = inside
+    elif text.count(":") == 1:  # IPv4 with a port (a bare IPv6 address has two or more colons)
+        text, _, port = text.partition(":")
+        if not port.isdigit():
+            return None
+    return normalise(text)
+
+
 def client_address(peer: str | None, headers: Mapping[str, str], trusted: frozenset[str]) -> str:
     """The address to hold a request against (see the module docstring)."""
     remote = normalise(peer or "") or (peer or UNKNOWN)
@@ -39,7 +56,7 @@ def client_address(peer: str | None, headers: Mapping[str, str], trusted: frozen
         return remote
     hops = [hop for line in _values(headers, "X-Forwarded-For") for hop in line.split(",")][-MAX_HOPS:]
     for hop in reversed(hops):
-        address = normalise(hop)
+        address = _hop(hop)
         if address is None:
             return UNKNOWN
         if address not in trusted:

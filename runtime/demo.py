@@ -11,10 +11,10 @@ and keeps serving until Ctrl-C (``--once``: exits after the tour), then stops ev
 process it started.
 
 The nodes run in sessions of their own (``runtime.processes``), so a signal sent to
-the demo does not reach them: SIGTERM and SIGHUP (a closed terminal) are turned into
-the same ``KeyboardInterrupt`` as Ctrl-C while the demo runs, and once clean-up has
-begun further ones are ignored, so the nodes and the temporary folder are always
-removed (:class:`_StopSignals`).
+the demo does not reach them: Ctrl-C, SIGTERM and SIGHUP (a closed terminal) all
+become one ``KeyboardInterrupt`` while the demo runs, and once clean-up has begun
+further ones (a second Ctrl-C included) are ignored, so the nodes and the temporary
+folder are always removed (:class:`_StopSignals`).
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ class _StopSignals:
     come back on exit.  After :meth:`stopping` (clean-up has begun) or a first signal, further
     signals are ignored so that they cannot cut the clean-up short."""
 
-    NAMES = ("SIGTERM", "SIGHUP")
+    NAMES = ("SIGINT", "SIGTERM", "SIGHUP")  # SIGINT too: a second Ctrl-C must not cut the clean-up short
 
     def __init__(self) -> None:
         self.received: int | None = None

@@ -91,7 +91,7 @@ def api_exit(exc: ClientError) -> int:
         return EXIT_UNAVAILABLE
     if isinstance(exc, ApiError):
         err("%s: %s" % (exc.code, exc))
-        return EXIT_UNAVAILABLE if exc.status >= 500 else EXIT_USAGE
+        return EXIT_UNAVAILABLE if exc.status >= 500 or exc.status == 429 else EXIT_USAGE  # 429: busy, retry later
     err(str(exc))
     return EXIT_UNAVAILABLE
 

@@ -177,6 +177,7 @@ class EvledgerClient:
         self.timeout = float(timeout)
         self.max_response_bytes = max_response_bytes
         self.name, self._key = _load_identity(key_file)
+        self._full_views = self._key is not None  # False once a node refused this member the full record
         self._chain_id = chain_id
         self._lock = threading.Lock()
         self._local = threading.local()
@@ -233,13 +234,17 @@ class EvledgerClient:
         """The deposit's record: the public view, or the full one if this client's member may see it.
 
         With a key, the request is signed, which asks for the full record; a member
-        whose role may not see it (a depositor) is refused, and gets the public view.
+        whose role may not see it (a depositor) is refused once, and from then on this
+        client asks for the public view (unsigned: no nonce spent, nothing refused).
         """
         path = "/v1/deposits/" + quote(_code_text(code), safe="-")
+        if not self._full_views:
+            return self.request("GET", path, signed=False)
         try:
-            return self.request("GET", path, signed=None)
+            return self.request("GET", path, signed=True)
         except ApiError as exc:
-            if exc.status == 403 and exc.code == "not_permitted" and self._key is not None:
+            if exc.status == 403 and exc.code == "not_permitted":
+                self._full_views = False
                 return self.request("GET", path, signed=False)
             raise
 

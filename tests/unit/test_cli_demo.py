@@ -34,6 +34,7 @@ def test_signals_are_ignored_once_clean_up_has_begun():
         signals.stopping()
         os.kill(os.getpid(), signal.SIGHUP)
         os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGINT)  # a second Ctrl-C during clean-up
         assert signals.received is None
     assert signal.getsignal(signal.SIGHUP) is signal.SIG_DFL
 

@@ -417,5 +417,6 @@ def test_a_depositor_reading_its_deposit_gets_the_public_view(node):
         code = client.deposit(records)[0]["code"]
         before = len(node.seen)
         view = client.get_deposit(code)  # signed (the client has a key): refused as not a caller, then public
+        assert client.get_deposit(code)["code"] == code  # asked unsigned from now on
     assert view["code"] == code and view["depositor"] == "shop-a"
     assert [path.startswith("/v1/deposits/") for path, _ in node.seen[before:]] == [True]  # one signed try

@@ -37,3 +37,11 @@ def test_a_trusted_proxy_that_names_no_usable_client_is_never_loopback():
 def test_loopback():
     assert is_loopback("127.0.0.1") and is_loopback("127.8.0.1") and is_loopback("::1")
     assert not is_loopback("198.51.100.7") and not is_loopback(UNKNOWN) and not is_loopback("")
+
+
+def test_entries_with_a_port_or_brackets_name_their_address():
+    assert client_address("127.0.0.1", xff("203.0.113.5:4711"), PROXY) == "203.0.113.5"
+    assert client_address("127.0.0.1", xff("[2001:db8::1]:4711"), PROXY) == "2001:db8::1"
+    assert client_address("127.0.0.1", xff("[2001:DB8:0::1]"), PROXY) == "2001:db8::1"
+    for bad in ("203.0.113.5:port", "[2001:db8::1", "[2001:db8::1]x", "[not-ip]:1"):
+        assert client_address("127.0.0.1", xff(bad), PROXY) == UNKNOWN, bad

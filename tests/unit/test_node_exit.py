@@ -33,7 +33,7 @@ def test_a_store_in_use_by_another_process_exits_3_without_a_traceback(tmp_path)
     finally:
         held.close()
     assert done.returncode == 3, done.stderr
-    assert "cannot start" in done.stderr and "Traceback" not in done.stderr
+    assert "stopped: cannot open store" in done.stderr and "Traceback" not in done.stderr
 
 
 class _StoppedByAFailedWrite:
