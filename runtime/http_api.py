@@ -26,6 +26,7 @@ bodies are bounded before they are read.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -55,6 +56,7 @@ CALLER_ROLES = frozenset({"court", "procuratorate", "arbitration", "notary"})
 DEPOSITOR = frozenset({"depositor"})
 PUBLIC_BURST = 100
 MAX_WAIT_MS = 30_000  # the longest a deposit view waits for its code to commit
+BODY_TIMEOUT_S = 60.0  # the longest a request body may take to arrive (8 MiB at ~140 KB/s)
 MALFORMED_HTTP = "malformed_http"  # the error code of a request that is not valid HTTP/1.1
 FAULT_LOG_WINDOW_S = 10.0  # at most one log line about malformed requests per window
 # aiohttp's parser messages start with a fixed reason ("Invalid header token") and then quote
@@ -224,7 +226,9 @@ class Api:
     async def _body(self, request: web.Request) -> bytes:
         self._check_size(request)
         try:
-            return await request.read()
+            return await asyncio.wait_for(request.read(), BODY_TIMEOUT_S)
+        except asyncio.TimeoutError:  # a body trickled in, or framing aiohttp never reports: the handler is freed
+            raise ApiFailure(408, "request_timeout", "the body did not arrive within %g s" % BODY_TIMEOUT_S) from None
         except web.RequestPayloadError as exc:  # chunked framing or Content-Encoding aiohttp cannot decode
             raise ApiFailure(400, MALFORMED_HTTP, "the body cannot be read: %s" % _malformed(exc.__cause__)) from None
         except ConnectionResetError:  # the client closed the connection before the body was complete

@@ -364,3 +364,26 @@ def test_each_client_behind_a_trusted_proxy_has_its_own_rate_limit():
     first, other = asyncio.run(scenario())
     assert first.count(200) == 100 and first[-1] == 429
     assert other == 200  # another client behind the same proxy is not held back
+
+
+def test_a_body_that_does_not_arrive_in_time_is_408_and_frees_the_handler(monkeypatch):
+    from runtime import http_api
+
+    monkeypatch.setattr(http_api, "BODY_TIMEOUT_S", 0.3)
+    api = Api(_Service(), public_rate_per_s=1000, max_body_bytes=MAX_BODY)
+
+    async def scenario():
+        async with serving(api) as port:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b'POST /v1/verify HTTP/1.1\r\nHost: n1\r\nContent-Type: application/json\r\n'
+                         b'Content-Length: 100\r\n\r\n{"code"')  # 7 of 100 bytes, then nothing
+            await writer.drain()
+            try:
+                answer = await read_answer(reader)
+            finally:
+                writer.close()
+            await status_ok(port)
+            return answer
+
+    status, headers, body = asyncio.run(scenario())
+    assert status == 408 and json.loads(body)["error"]["code"] == "request_timeout"
