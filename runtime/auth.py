@@ -305,9 +305,28 @@ class RequestVerifier:
         admits any member.  ``now_ms`` is the node's clock.
         """
         wanted = _check_roles(required_roles)
+        now = self._advance(now_ms)
+        client, time_ms, nonce, signature, key, roles = self._headers(headers, now)
+        self._check_signature(key, client, method, path, body, time_ms, bytes.fromhex(nonce), bytes.fromhex(signature))
+        self.replay.add(client, bytes.fromhex(nonce), time_ms, now)
+        if wanted and not wanted & roles:
+            raise AuthError(403, "not_permitted", "%s does not hold a role allowed here (%s)"
+                            % (client, ", ".join(sorted(wanted))))
+        return Caller(client, roles, time_ms)
+
+    def precheck(self, headers: Mapping[str, Any], now_ms: int) -> None:
+        """Checks 1-4 of :meth:`verify` (headers present and well-formed, the time window, a
+        member), which need no body: a request that fails them is refused, with the same
+        error, before its body is read.  Records nothing."""
+        self._headers(headers, self._advance(now_ms))
+
+    def _advance(self, now_ms: int) -> int:
         if type(now_ms) is not int:
             raise TypeError("now_ms must be an int")
-        self._now_ms = now = max(now_ms, self._now_ms)
+        self._now_ms = max(now_ms, self._now_ms)
+        return self._now_ms
+
+    def _headers(self, headers: Mapping[str, Any], now: int) -> tuple[str, int, str, str, PublicKey, frozenset[str]]:
         values = _collect(headers)
         client = _parse_client(values[HEADER_CLIENT])
         time_ms = _parse(values[HEADER_TIME], _TIME_RE, HEADER_TIME, "a decimal number of milliseconds")
@@ -322,12 +341,7 @@ class RequestVerifier:
         if member is None:
             raise AuthError(401, "unknown_client", "%s is not a member of this consortium" % client)
         key, roles = member
-        self._check_signature(key, client, method, path, body, time_ms, bytes.fromhex(nonce), bytes.fromhex(signature))
-        self.replay.add(client, bytes.fromhex(nonce), time_ms, now)
-        if wanted and not wanted & roles:
-            raise AuthError(403, "not_permitted", "%s does not hold a role allowed here (%s)"
-                            % (client, ", ".join(sorted(wanted))))
-        return Caller(client, roles, time_ms)
+        return client, time_ms, nonce, signature, key, roles
 
     def _check_signature(self, key: PublicKey, client: str, method: str, path: str, body: bytes, time_ms: int,
                          nonce: bytes, signature: bytes) -> None:

@@ -41,7 +41,6 @@ from aiohttp.http_exceptions import (BadHttpMethod, BadStatusLine, ContentEncodi
 from ledger.codes import parse_code
 from ledger.errors import CodeError
 
-from .auth import HEADERS as AUTH_HEADERS
 from .auth import AuthError, RequestVerifier
 from .client_address import client_address, is_loopback
 from .connection import RateLimitedLog
@@ -246,10 +245,9 @@ class Api:
 
     async def post_deposits(self, request: web.Request) -> web.Response:
         self._check_size(request)
-        if not all(name in request.headers for name in AUTH_HEADERS):
-            # docs/auth.md check 1 fails whatever the body: the verifier refuses (unsigned, or
-            # malformed_auth for a repeated header) before up to max_body bytes are read and hashed
-            await self._signed(request, b"", DEPOSITOR)
+        # docs/auth.md checks 1-4 need no body: a request that fails them is refused before up
+        # to max_body bytes are read and hashed
+        self.service.verifier.precheck(request.headers, self.service.now_ms())
         body = await self._body(request)
         caller = await self._signed(request, body, DEPOSITOR)
         status, doc = self.service.submit_deposits(body, request.content_type, caller)

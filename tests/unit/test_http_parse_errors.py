@@ -387,3 +387,28 @@ def test_a_body_that_does_not_arrive_in_time_is_408_and_frees_the_handler(monkey
 
     status, headers, body = asyncio.run(scenario())
     assert status == 408 and json.loads(body)["error"]["code"] == "request_timeout"
+
+
+@pytest.mark.parametrize("client, time_ms, code", [("shop-a", 1_000, "stale_request"),
+                                                   ("stranger", None, "unknown_client")])
+def test_a_stale_or_unknown_deposit_request_is_refused_before_its_body_is_read(client, time_ms, code):
+    service = _Service()
+    api = Api(service, public_rate_per_s=1000, max_body_bytes=MAX_BODY)
+    at = service.now_ms() if time_ms is None else time_ms
+
+    async def scenario():
+        async with serving(api) as port:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"POST /v1/deposits HTTP/1.1\r\nHost: n1\r\nContent-Type: application/msgpack\r\n"
+                         b"X-Evledger-Client: %s\r\nX-Evledger-Time: %d\r\nX-Evledger-Nonce: %s\r\n"
+                         b"X-Evledger-Signature: %s\r\nContent-Length: %d\r\n\r\n"
+                         % (client.encode(), at, b"0" * 32, b"0" * 128, MAX_BODY) + b"x" * 1024)
+            await writer.drain()  # the rest of the declared body never comes: the answer cannot wait for it
+            answer = await read_answer(reader)
+            writer.close()
+            await writer.wait_closed()
+            return answer
+
+    status, _, body = asyncio.run(scenario())
+    assert status == 401 and json.loads(body)["error"]["code"] == code
+    assert service.submitted == []
