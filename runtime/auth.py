@@ -317,7 +317,7 @@ class RequestVerifier:
     def precheck(self, headers: Mapping[str, Any], now_ms: int) -> None:
         """Checks 1-4 of :meth:`verify` (headers present and well-formed, the time window, a
         member), which need no body: a request that fails them is refused, with the same
-        error, before its body is read.  Records nothing."""
+        error, before its body is read.  Records no nonce."""
         self._headers(headers, self._advance(now_ms))
 
     def _advance(self, now_ms: int) -> int:

@@ -11,9 +11,12 @@ bucket.  So a node can name the proxies it trusts (``api.trusted_proxies`` in
 address that proxy appended to ``X-Forwarded-For``: the right-most entry that is not
 itself a trusted proxy (entries further left were written by the client and prove
 nothing).  An entry is an IPv4 or IPv6 address, optionally with a port
-(``203.0.113.5:4711``, ``[2001:db8::1]:4711``), as some proxies write it.  A request from a trusted proxy without a usable ``X-Forwarded-For`` is
-attributed to ``UNKNOWN``, which is never loopback, so it gets no ``/metrics``
-without a signature; the header from any other peer is ignored.
+(``203.0.113.5:4711``, ``[2001:db8::1]:4711``), as some proxies write it; an IPv6
+address with a port must be in brackets (``2001:db8::1:4711`` is read as an address).
+An IPv4-mapped IPv6 address counts as its IPv4 address.  A request from a trusted
+proxy without a usable ``X-Forwarded-For`` is attributed to ``UNKNOWN``, which is
+never loopback, so it gets no ``/metrics`` without a signature; the header from any
+other peer is ignored.
 """
 
 from __future__ import annotations
@@ -28,9 +31,11 @@ MAX_HOPS = 32  # X-Forwarded-For entries read, from the right
 def normalise(text: str) -> str | None:
     """An IP address in its canonical text form, or ``None`` if ``text`` is not one."""
     try:
-        return ipaddress.ip_address(text.strip()).compressed
+        address = ipaddress.ip_address(text.strip())
     except ValueError:
         return None
+    mapped = getattr(address, "ipv4_mapped", None)  # ::ffff:1.2.3.4 is 1.2.3.4
+    return (mapped or address).compressed
 
 
 def _hop(text: str) -> str | None:
@@ -39,14 +44,18 @@ def _hop(text: str) -> str | None:
     text = text.strip()
     if text.startswith("["):
         inside, bracket, rest = text[1:].partition("]")
-        if not bracket or (rest and not (rest.startswith(":") and rest[1:].isdigit())):
+        if not bracket or (rest and not (rest.startswith(":") and _port(rest[1:]))):
             return None
         text = inside
     elif text.count(":") == 1:  # IPv4 with a port (a bare IPv6 address has two or more colons)
         text, _, port = text.partition(":")
-        if not port.isdigit():
+        if not _port(port):
             return None
     return normalise(text)
+
+
+def _port(text: str) -> bool:
+    return text.isascii() and text.isdigit() and len(text) <= 5 and int(text) <= 65535
 
 
 def client_address(peer: str | None, headers: Mapping[str, str], trusted: frozenset[str]) -> str:

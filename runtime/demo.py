@@ -78,8 +78,8 @@ class _StopSignals:
     def __enter__(self) -> "_StopSignals":
         for name in self.NAMES:
             signum = getattr(signal, name, None)
-            if signum is None:  # no SIGHUP on this platform
-                continue
+            if signum is None or signal.getsignal(signum) is signal.SIG_IGN:  # no SIGHUP here; or
+                continue  # ignored on purpose (nohup, a background job's SIGINT): left so
             try:
                 self._previous[signum] = signal.signal(signum, self.handle)
             except ValueError:  # not the main thread: signals cannot be handled here

@@ -16,7 +16,8 @@ _ERROR = {
 
 def _errors(*statuses: int) -> dict:
     text = {400: "malformed input", 401: "unsigned, unknown client, bad signature or stale request",
-            403: "the caller's role does not allow this", 404: "not found", 409: "replayed request",
+            403: "the caller's role does not allow this", 404: "not found", 408: "the body did not arrive in time",
+            409: "replayed request",
             413: "body too large", 415: "unsupported media type", 429: "rate limited or client quota full",
             503: "the node is busy: retry after Retry-After seconds"}
     return {str(s): {"description": text[s], "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
@@ -66,7 +67,7 @@ OPENAPI = {
             "responses": {
                 "200": {"description": "every deposit is already committed"},
                 "202": {"description": "accepted: one {code, digest, state, height} per item"},
-                **_errors(400, 401, 403, 409, 413, 415, 429, 503)}}},
+                **_errors(400, 401, 403, 408, 409, 413, 415, 429, 503)}}},
         "/v1/deposits/{code}": {"get": {
             "summary": "Public view of a deposit (a signed court, procuratorate, arbitration body or notary also "
                        "gets its private metadata, and the lookup is recorded on chain)",
@@ -83,7 +84,7 @@ OPENAPI = {
                 "type": "object", "required": ["code", "digest"],
                 "properties": {"code": {"type": "string"}, "digest": {"type": "string"}}}}}},
             "responses": {"200": {"description": "{match, code, height, deposited_at, depositor, category}"},
-                          **_errors(400, 404, 415, 429)}}},
+                          **_errors(400, 404, 408, 415, 429)}}},
         "/v1/receipts/{code}": {"get": {
             "summary": "The self-contained receipt of a committed deposit (docs/receipt.md); verifies offline "
                        "with only genesis.json", "parameters": [_CODE],

@@ -134,11 +134,13 @@ class DepositPool:
         """Whether a refused record is a valid deposit whose every code is on chain: refused as
         ``already_deposited``, or as outside the time window but ``already_deposited`` when
         checked as of its own ``client_time`` (every other check passing)."""
-        if not keys or not all(self.store.has_code(k) for k in keys):
+        if err.reason not in ("already_deposited", "stale_timestamp") or not keys:
+            return False  # other refusals never read the store
+        if len(set(self.store.codes_present(keys))) != len(set(keys)):  # the code filter first, then reads
             return False
         if err.reason == "already_deposited":
             return True
-        if err.reason != "stale_timestamp" or not isinstance(record.entry.body, Deposit):
+        if not isinstance(record.entry.body, Deposit):
             return False
         try:
             check_record_keys(self.rules, self.store, record, record.entry.body.client_time)

@@ -91,7 +91,9 @@ def api_exit(exc: ClientError) -> int:
         return EXIT_UNAVAILABLE
     if isinstance(exc, ApiError):
         err("%s: %s" % (exc.code, exc))
-        return EXIT_UNAVAILABLE if exc.status >= 500 or exc.status == 429 else EXIT_USAGE  # 429: busy, retry later
+        # 2 only for a refusal of what was asked; busy (429), too slow (408) or an answer that is no
+        # answer (a status below 400: bad_response, response_too_large) is the node's side: 3
+        return EXIT_USAGE if 400 <= exc.status < 500 and exc.status not in (408, 429) else EXIT_UNAVAILABLE
     err(str(exc))
     return EXIT_UNAVAILABLE
 

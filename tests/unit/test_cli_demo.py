@@ -101,3 +101,15 @@ def test_a_signal_while_serving_stops_every_node_and_removes_the_folder(fake, ca
     assert fake.downs == [root / "consortium"]
     assert not root.exists()
     assert signal.getsignal(signum) is before
+
+
+def test_a_signal_ignored_on_purpose_stays_ignored():
+    """``nohup`` ignores SIGHUP, a background job SIGINT: the demo keeps that."""
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        with demo._StopSignals():
+            assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+            os.kill(os.getpid(), signal.SIGHUP)  # nothing happens
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGHUP, previous)

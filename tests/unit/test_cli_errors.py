@@ -184,3 +184,13 @@ def test_a_key_file_that_cannot_be_read_is_bad_input(capsys, monkeypatch, eviden
     code, _, err = main(capsys, "deposit", evidence, "--node", "http://127.0.0.1:1", "--key", key)
     assert code == cli.EXIT_USAGE
     assert err.strip() == "evledger: cannot read key file %s: Permission denied" % key
+
+
+def test_api_errors_map_to_the_contracts_exit_codes():
+    from runtime import verbs
+    from services.client import ApiError
+
+    assert verbs.api_exit(ApiError(400, "malformed_code", "x")) == 2
+    assert verbs.api_exit(ApiError(403, "not_permitted", "x")) == 2
+    for status, code in ((408, "request_timeout"), (429, "rate_limited"), (503, "busy"), (200, "bad_response")):
+        assert verbs.api_exit(ApiError(status, code, "x")) == 3, status

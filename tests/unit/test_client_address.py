@@ -45,3 +45,10 @@ def test_entries_with_a_port_or_brackets_name_their_address():
     assert client_address("127.0.0.1", xff("[2001:DB8:0::1]"), PROXY) == "2001:db8::1"
     for bad in ("203.0.113.5:port", "[2001:db8::1", "[2001:db8::1]x", "[not-ip]:1"):
         assert client_address("127.0.0.1", xff(bad), PROXY) == UNKNOWN, bad
+
+
+def test_odd_ports_and_mapped_addresses():
+    for bad in ("203.0.113.5:99999", "203.0.113.5:\u00b2", "[2001:db8::1]:\u0663"):
+        assert client_address("127.0.0.1", xff(bad), PROXY) == UNKNOWN, bad
+    assert client_address("127.0.0.1", xff("::ffff:198.51.100.7"), PROXY) == "198.51.100.7"
+    assert client_address("::ffff:127.0.0.1", xff("198.51.100.7"), PROXY) == "198.51.100.7"  # a mapped proxy

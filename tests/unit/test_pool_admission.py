@@ -192,3 +192,12 @@ def test_a_request_without_records_is_refused():
     with pytest.raises(ApiFailure) as err:
         service.submit_deposits(encode(["deposit-request", 1, []]), "application/msgpack", "shop")
     assert (err.value.status, err.value.code) == (400, "malformed_request")
+
+
+def test_a_refusal_for_another_reason_reads_no_store():
+    store = _Committed()
+    reads = []
+    store.codes_present = lambda keys: reads.append(keys) or []
+    pool = DepositPool(RULES, store, store.stored.get, max_pending=1000, per_client=1000)
+    forged = deposit(1, start=1600, key="studio")  # bad_signature
+    assert pool.admit([forged], T)[0].state == "rejected" and reads == []
