@@ -275,6 +275,11 @@ class Node:
             if kind is io.Suspect:
                 self._warn_peer(action.peer, "peer %s suspected: %s", action.peer, action.reason)
 
+    def _flush_peer_warns(self) -> None:
+        now = time.monotonic()
+        for warn in self._peer_warns.values():
+            warn.flush(now)
+
     def _warn_peer(self, peer: str, msg: str, *args: Any) -> None:
         """A warning about a member's messages, rate-limited per member (names come from
         authenticated connections and consensus messages: genesis members only)."""
@@ -318,10 +323,10 @@ class Node:
 
     def _sweep_forwards(self) -> None:
         """Every ``SWEEP_S``: re-send requests submitted here whose forward may have been lost,
-        sync appends no vote's sync has covered (runtime/durable.py), and every
-        ``MEMO_EPOCH_SWEEPS`` age the memos (ledger/memo.py).  One chore failing (a bug)
+        sync appends no vote's sync has covered (runtime/durable.py), every
+        ``MEMO_EPOCH_SWEEPS`` age the memos (ledger/memo.py), and report peer warnings held back.  One chore failing (a bug)
         is logged and does not stop the others, or the next sweep."""
-        for chore in (self.forwarder.sweep, self.actions.flush, self._age_memos):
+        for chore in (self.forwarder.sweep, self.actions.flush, self._age_memos, self._flush_peer_warns):
             try:
                 chore()
             except Exception:  # noqa: BLE001 - logged; the node keeps serving

@@ -71,6 +71,13 @@ class RateLimitedLog:
         else:
             self._suppressed += 1
 
+    def flush(self, now: float) -> None:
+        """Log the count of what was held back once its window has passed, even if nothing
+        more comes (called on a timer): a source that fell silent still gets its summary."""
+        if self._suppressed and now - self._start > self.window:
+            self.log.warning("%d similar %s warnings were suppressed", self._suppressed, self.what)
+            self._start, self._count, self._suppressed = now, 0, 0
+
 
 @dataclass(frozen=True, slots=True)
 class Shared:

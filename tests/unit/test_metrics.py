@@ -99,3 +99,12 @@ def test_rate_limited_warnings_are_summarised(caplog):
     messages = [r.getMessage() for r in caplog.records if r.name == "evledger.test.peer"]
     assert messages.count("malformed frame from v2: bad") == 4
     assert "47 similar peer warnings were suppressed" in messages
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="evledger.test.peer"):
+        for i in range(5):
+            warn.warning(300.0 + i * 0.01, "malformed frame from %s: %s", "v2", "bad")
+        warn.flush(305.0)  # inside the window: nothing yet
+        assert [r.getMessage() for r in caplog.records].count("2 similar peer warnings were suppressed") == 0
+        warn.flush(311.0)  # the peer fell silent; the timer still reports what was held back
+        warn.flush(330.0)  # and only once
+    assert [r.getMessage() for r in caplog.records].count("2 similar peer warnings were suppressed") == 1
