@@ -60,6 +60,8 @@ def _port(text: str) -> bool:
 
 def client_address(peer: str | None, headers: Mapping[str, str], trusted: frozenset[str]) -> str:
     """The address to hold a request against (see the module docstring)."""
+    if not trusted:  # the common case, on every public request: no parsing
+        return peer or UNKNOWN
     remote = normalise(peer or "") or (peer or UNKNOWN)
     if remote not in trusted:
         return remote

@@ -53,7 +53,6 @@ class NodeService:
     def step(self, event: Any) -> None:
         self.node.step(event)
 
-
     def _view_and_primary(self, height: int) -> tuple[int, str]:
         """A validator's own view; an observer follows no views, so the view of the last
         block it holds, whose proposer was that view's primary."""
@@ -108,27 +107,22 @@ class NodeService:
         loc = self.store.locate(code_key)
         if loc is None:
             pending = self.pool.pending_item(code_key)
-            if pending is not None:
-                return self._pending_view(code_key, *pending)
-            raise ApiFailure(404, "not_found", "no deposit with this code on chain %s" % self.chain_id)
+            if pending is None:
+                raise ApiFailure(404, "not_found", "no deposit with this code on chain %s" % self.chain_id)
+            return self._view(code_key, *pending, None, None)  # waiting in this node's pool: no block yet
         record = self.store.record(loc.height, loc.entry_index)
-        header = self.store.header(loc.height)
-        item = record.items[loc.item_index]
-        member = self.genesis.member(record.entry.signer)
-        return {"code": _printed(code_key), "state": "committed", "digest": item.digest.hex(),
-                "sm3": None if item.sm3 is None else item.sm3.hex(), "category": item.category, "case": item.case,
-                "deposited_at": format_time(header.timestamp), "deposited_at_ms": header.timestamp,
-                "height": loc.height, "depositor": record.entry.signer,
-                "depositor_name": member.display_name if member else record.entry.signer,
-                "public_meta": dict(item.public_meta)}
+        return self._view(code_key, record, loc.item_index, loc.height, self.store.header(loc.height).timestamp)
 
-    def _pending_view(self, code_key: bytes, record: EntryRecord, index: int) -> dict:
-        """The public view of a deposit waiting in this node's pool: no block time or height yet."""
+    def _view(self, code_key: bytes, record: EntryRecord, index: int, height: int | None,
+              block_time: int | None) -> dict:
+        """The public view of one deposit item: committed at ``height`` (block time in ms), or pending."""
         item = record.items[index]
         member = self.genesis.member(record.entry.signer)
-        return {"code": _printed(code_key), "state": "pending", "digest": item.digest.hex(),
-                "sm3": None if item.sm3 is None else item.sm3.hex(), "category": item.category, "case": item.case,
-                "deposited_at": None, "deposited_at_ms": None, "height": None, "depositor": record.entry.signer,
+        return {"code": _printed(code_key), "state": "pending" if height is None else "committed",
+                "digest": item.digest.hex(), "sm3": None if item.sm3 is None else item.sm3.hex(),
+                "category": item.category, "case": item.case,
+                "deposited_at": None if block_time is None else format_time(block_time),
+                "deposited_at_ms": block_time, "height": height, "depositor": record.entry.signer,
                 "depositor_name": member.display_name if member else record.entry.signer,
                 "public_meta": dict(item.public_meta)}
 

@@ -77,24 +77,25 @@ def api_of(doc: dict, name: str) -> str:
     return next(n["api"] for n in doc["nodes"] if n["name"] == name)
 
 
-def _garbage_to_every_peer_port(folder: Path) -> int:
-    """Connect to each node's peer port and send what no member would: returns the connections made."""
+def _garbage_to_every_peer_port(folder: Path) -> None:
+    """Connect to each node's peer port and send what no member would."""
     from runtime.config import load_config
 
-    sent = 0
     for config_path in sorted((folder / "nodes").glob("*/node.toml")):
         listen = load_config(config_path).peer.listen
         for payload in (b"\xff" * 64, b"\x00\x00\x00\x05hello", b"GET / HTTP/1.1\r\n\r\n", os.urandom(4096)):
             with socket.create_connection((listen.host, listen.port), timeout=5) as conn:
                 conn.sendall(payload)
-                sent += 1
-    return sent
 
 
 def test_deposits_through_any_node_commit_and_verify_on_every_node(consortium, tmp_path):
     folder, doc = consortium
     key = client_key(doc, "depositor")
-    assert _garbage_to_every_peer_port(folder) == 4 * len(doc["nodes"])  # the nodes must not notice
+    _garbage_to_every_peer_port(folder)
+    validators = {n["name"] for n in doc["nodes"] if n["role"] == "validator"}
+    for node in doc["nodes"]:  # every member link survived (the deposits below commit on every node too)
+        wait_for(lambda: validators - {node["name"]} <= set(status(node["api"])["peers_connected"]), 10,
+                 "%s to keep its links to the validators" % node["name"])
     files = []
     for i in range(len(doc["nodes"])):
         path = tmp_path / ("evidence-%d.txt" % i)

@@ -84,6 +84,19 @@ async def read_answer(reader: asyncio.StreamReader) -> tuple[int, dict[str, str]
     return status, headers, body
 
 
+async def one_answer(port: int, data: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send ``data`` (typically headers and part of a declared body) and read one answer
+    without waiting for the server to close: the node must answer before the rest comes."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(data)
+        await writer.drain()
+        return await read_answer(reader)
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
 def parse(raw: bytes) -> tuple[int, dict[str, str], bytes]:
     head, _, body = raw.partition(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
@@ -253,15 +266,10 @@ def test_an_unsigned_deposit_is_refused_before_its_body_is_read():
     api = Api(service, public_rate_per_s=1000, max_body_bytes=MAX_BODY)
 
     async def scenario():
-        async with serving(api) as port:
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.write(b"POST /v1/deposits HTTP/1.1\r\nHost: n1\r\nContent-Type: application/msgpack\r\n"
-                         b"X-Evledger-Client: shop-a\r\nContent-Length: %d\r\n\r\n" % MAX_BODY + b"x" * 1024)
-            await writer.drain()  # most of the declared body is never sent: the answer cannot wait for it
-            answer = await read_answer(reader)
-            writer.close()
-            await writer.wait_closed()
-            return answer
+        async with serving(api) as port:  # most of the declared body is never sent
+            return await one_answer(port, b"POST /v1/deposits HTTP/1.1\r\nHost: n1\r\nContent-Type: application/msgpack"
+                                    b"\r\nX-Evledger-Client: shop-a\r\nContent-Length: %d\r\n\r\n" % MAX_BODY
+                                    + b"x" * 1024)
 
     status, _, body = asyncio.run(scenario())
     assert status == 401 and json.loads(body)["error"]["code"] == "unsigned"
@@ -274,12 +282,8 @@ def test_a_declared_oversize_body_is_still_413_before_the_signature_headers():
 
     async def scenario():
         async with serving(api) as port:
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.write(b"POST /v1/deposits HTTP/1.1\r\nHost: n1\r\nContent-Length: %d\r\n\r\n" % (MAX_BODY + 1))
-            answer = await read_answer(reader)
-            writer.close()
-            await writer.wait_closed()
-            return answer
+            return await one_answer(port, b"POST /v1/deposits HTTP/1.1\r\nHost: n1\r\nContent-Length: %d\r\n\r\n"
+                                    % (MAX_BODY + 1))
 
     status, _, body = asyncio.run(scenario())
     assert status == 413 and json.loads(body)["error"]["code"] == "too_large"
@@ -374,14 +378,8 @@ def test_a_body_that_does_not_arrive_in_time_is_408_and_frees_the_handler(monkey
 
     async def scenario():
         async with serving(api) as port:
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.write(b'POST /v1/verify HTTP/1.1\r\nHost: n1\r\nContent-Type: application/json\r\n'
-                         b'Content-Length: 100\r\n\r\n{"code"')  # 7 of 100 bytes, then nothing
-            await writer.drain()
-            try:
-                answer = await read_answer(reader)
-            finally:
-                writer.close()
+            answer = await one_answer(port, b'POST /v1/verify HTTP/1.1\r\nHost: n1\r\nContent-Type: application/json'
+                                      b'\r\nContent-Length: 100\r\n\r\n{"code"')  # 7 of 100 bytes, then nothing
             await status_ok(port)
             return answer
 
@@ -397,17 +395,11 @@ def test_a_stale_or_unknown_deposit_request_is_refused_before_its_body_is_read(c
     at = service.now_ms() if time_ms is None else time_ms
 
     async def scenario():
-        async with serving(api) as port:
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.write(b"POST /v1/deposits HTTP/1.1\r\nHost: n1\r\nContent-Type: application/msgpack\r\n"
-                         b"X-Evledger-Client: %s\r\nX-Evledger-Time: %d\r\nX-Evledger-Nonce: %s\r\n"
-                         b"X-Evledger-Signature: %s\r\nContent-Length: %d\r\n\r\n"
-                         % (client.encode(), at, b"0" * 32, b"0" * 128, MAX_BODY) + b"x" * 1024)
-            await writer.drain()  # the rest of the declared body never comes: the answer cannot wait for it
-            answer = await read_answer(reader)
-            writer.close()
-            await writer.wait_closed()
-            return answer
+        async with serving(api) as port:  # the rest of the declared body never comes
+            return await one_answer(port, b"POST /v1/deposits HTTP/1.1\r\nHost: n1\r\nContent-Type: application/msgpack"
+                                    b"\r\nX-Evledger-Client: %s\r\nX-Evledger-Time: %d\r\nX-Evledger-Nonce: %s\r\n"
+                                    b"X-Evledger-Signature: %s\r\nContent-Length: %d\r\n\r\n"
+                                    % (client.encode(), at, b"0" * 32, b"0" * 128, MAX_BODY) + b"x" * 1024)
 
     status, _, body = asyncio.run(scenario())
     assert status == 401 and json.loads(body)["error"]["code"] == code
